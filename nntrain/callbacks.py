@@ -1,0 +1,197 @@
+"""Callbacks: early stopping, checkpoints, TensorBoard, metrics.jsonl and the progress display.
+
+Each callback has a few no-op hooks and `state_dict()`/`load_state_dict()` so resume restores it.
+Callbacks stop training by setting `trainer.should_stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from nntrain.checkpoint import save_atomic
+
+if TYPE_CHECKING:
+    from nntrain.trainer import Trainer
+
+
+class Callback:
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+
+    def on_batch_end(self, trainer: "Trainer") -> None: ...
+
+    def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def improved(value: float, best: Optional[float], mode: str, min_delta: float = 0.0) -> bool:
+    """True when `value` beats `best` by more than `min_delta` in direction `mode`; NaN never does."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class EarlyStopping(Callback):
+    """Stops when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
+
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float = 0.0):
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best: Optional[float] = None
+        self.wait = 0
+        self.reason: Optional[str] = None
+
+    def _evaluate(self, value: float) -> bool:
+        """Records one epoch's `value`; returns True when training should stop."""
+        if not math.isfinite(value):
+            self.reason = f"{self.monitor} is {value}"
+            return True
+        if improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.reason = f"{self.monitor} did not improve for {self.patience} epochs (best {self.best:.4g})"
+            return True
+        return False
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        if self._evaluate(metrics[self.monitor]):
+            trainer.should_stop = True
+            trainer.stop_reason = f"early stopping: {self.reason}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait, "reason": self.reason}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait, self.reason = state["best"], state["wait"], state["reason"]
+
+
+class ModelCheckpoint(Callback):
+    """Writes `last.pt` every epoch and `best.pt` when `monitor` improves (atomically)."""
+
+    def __init__(self, folder: Path, monitor: str, mode: str):
+        self.folder, self.monitor, self.mode = Path(folder), monitor, mode
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        value = metrics[self.monitor]
+        is_best = improved(value, self.best, self.mode)
+        if is_best:
+            self.best, self.best_epoch = value, trainer.epoch
+        state = trainer.state_dict()  # after updating `best`, so the checkpoint holds it
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_atomic(state, self.folder / "last.pt")
+        if is_best:
+            save_atomic(state, self.folder / "best.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class TensorBoardLogger(Callback):
+    """Scalars with the optimizer step as x-axis: `train/loss` and `lr` per log interval, epoch metrics."""
+
+    def __init__(self, folder: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(folder))
+
+    def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, trainer.step)
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, trainer.step)
+        self.writer.flush()
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        self.writer.close()
+
+
+class MetricsLog(Callback):
+    """Appends one JSON object per logged step and per epoch to `metrics.jsonl`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _write(self, trainer: "Trainer", kind: str, metrics: dict[str, float]) -> None:
+        record = {"kind": kind, "epoch": trainer.epoch, "step": trainer.step, **metrics}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        self._write(trainer, "step", metrics)
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        self._write(trainer, "epoch", metrics)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar per epoch (updated a few times a second at most) and one line per epoch."""
+
+    def __init__(self, console: Any = None):
+        from rich.console import Console
+
+        self.console = console or Console()
+        self.progress: Any = None
+        self._last = 0.0
+
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self._new_task(trainer)
+
+    def _new_task(self, trainer: "Trainer") -> None:
+        self.task = self.progress.add_task(
+            "train", total=trainer.batches_per_epoch, completed=trainer.batch_in_epoch,
+            epoch=f"{trainer.epoch + 1}/{trainer.epochs}",
+        )
+        self.epoch_start = time.perf_counter()
+
+    def on_batch_end(self, trainer: "Trainer") -> None:
+        now = time.perf_counter()
+        if now - self._last > 0.1:  # throttled: the bar never costs a per-step redraw
+            self._last = now
+            self.progress.update(self.task, completed=trainer.batch_in_epoch)
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        self.progress.remove_task(self.task)
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "epoch")
+        elapsed = time.perf_counter() - self.epoch_start
+        self.console.print(f"epoch {trainer.epoch}/{trainer.epochs}  {shown}  {elapsed:.1f}s")
+        if trainer.epoch < trainer.epochs and not trainer.should_stop:
+            self._new_task(trainer)
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        self.progress.stop()
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"

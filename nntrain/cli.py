@@ -1,0 +1,196 @@
+"""The `nntrain` command line: parses arguments, runs a command, turns NntrainError into exit codes.
+
+Heavy imports (torch) happen inside the commands so that `nntrain --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train PyTorch models from YAML experiment files.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML experiment file.", show_default=False)]
+SetOpt = Annotated[
+    Optional[List[str]],
+    typer.Option("--set", help="Override a key: --set optimizer.lr=0.01 (YAML value; repeatable)."),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of errors.")]
+
+
+class Split(str, enum.Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+def _run(debug: bool, work: Callable[[], Any]) -> Any:
+    """Runs `work`; an NntrainError becomes one message on stderr and its exit code."""
+    from nntrain.errors import NntrainError
+
+    try:
+        return work()
+    except NntrainError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _load(config: Path, overrides: Optional[List[str]], name: Optional[str] = None):
+    from nntrain.config import load_config
+
+    overrides = list(overrides or [])
+    if name is not None:
+        overrides.append(f"name={name}")
+    return load_config(config, overrides)
+
+
+@app.command()
+def fit(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the config's name).")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train the model a config describes, into runs/<name>/<stamp>/."""
+
+    def work() -> None:
+        from nntrain.experiment import fit as fit_run
+
+        cfg = _load(config, set_, name)
+        console.print(f"[bold]nntrain fit[/] {config}  ({cfg.model.name} on {cfg.data.dataset.name})")
+        summary = fit_run(cfg, console)
+        table = Table(title="summary", show_header=False)
+        table.add_row("run folder", summary["run_dir"])
+        table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")
+        if summary["stop_reason"]:
+            table.add_row("stopped", summary["stop_reason"])
+        best = summary["best"]
+        if best["value"] is not None:
+            table.add_row(f"best {best['monitor']}", f"{best['value']:.4f} (epoch {best['epoch']})")
+        for key, value in {**summary["final"], **summary.get("test", {})}.items():
+            table.add_row(key, f"{value:.4g}")
+        table.add_row("time", f"{summary['time_s']:.1f}s ({summary['samples_per_s']:.0f} samples/s)")
+        console.print(table)
+
+    _run(debug, work)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file, e.g. runs/x/<stamp>/checkpoints/best.pt.")],
+    split: Annotated[Split, typer.Option("--split", help="Which split to evaluate.")] = Split.test,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the metrics JSON.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Evaluate a checkpoint on a split; print and save the metrics."""
+
+    def work() -> None:
+        from nntrain.evaluate import evaluate_checkpoint
+
+        metrics, path = evaluate_checkpoint(checkpoint, split.value, set_ or [], out)
+        table = Table(title=f"{checkpoint} on {split.value}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+        console.print(f"metrics written to {path}")
+
+    _run(debug, work)
+
+
+@app.command()
+def check(config: ConfigArg, set_: SetOpt = None, debug: DebugOpt = False) -> None:
+    """Validate a config, build everything, run one training batch and print the model summary."""
+
+    def work() -> None:
+        from nntrain.experiment import check as check_run
+
+        cfg = _load(config, set_)
+        parts, rows, metrics = check_run(cfg)
+        table = Table(title=f"{cfg.model.name} on {cfg.data.dataset.name}")
+        for col in ("layer", "type", "output shape", "params"):
+            table.add_column(col, justify="right" if col == "params" else "left")
+        for layer, kind, shape, params in rows:
+            table.add_row(layer, kind, shape, f"{params:,}")
+        total = sum(p.numel() for p in parts.model.parameters())
+        trainable = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
+        console.print(table)
+        info = parts.data.info
+        console.print(
+            f"total params {total:,} (trainable {trainable:,})  |  inputs {tuple(info.input_shape)}  "
+            f"train/val/test {len(parts.data.train[0])}/{len(parts.data.val[0])}/"
+            f"{0 if parts.data.test is None else len(parts.data.test[0])}  |  device {parts.device}"
+        )
+        console.print(f"one training step: train/loss {metrics['train/loss']:.4f}  [green]config OK[/]")
+
+    _run(debug, work)
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Optional[str], typer.Argument(help="models, datasets, losses, optimizers, schedulers, "
+                                                      "augmentations, activations, inits or normalizers.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Show what the registries hold, with each entry's parameters and defaults."""
+
+    def work() -> None:
+        import difflib
+        import inspect
+
+        from nntrain.components import INFERRED, REGISTRIES
+        from nntrain.errors import ConfigError
+
+        if kind is not None and kind not in REGISTRIES:
+            close = difflib.get_close_matches(kind, list(REGISTRIES), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown kind '{kind}'{hint} (choices: {', '.join(REGISTRIES)})")
+        for key in [kind] if kind else list(REGISTRIES):
+            registry = REGISTRIES[key]
+            table = Table(title=key, title_justify="left")
+            table.add_column("name", style="bold")
+            table.add_column("parameters (defaults)")
+            table.add_column("description")
+            for entry in registry.names():
+                params = []
+                for pname, p in registry.parameters(entry).items():
+                    if key == "models" and pname in INFERRED:
+                        params.append(f"{pname}=<from data>")
+                    elif p.default is inspect.Parameter.empty:
+                        params.append(f"{pname} (required)")
+                    else:
+                        params.append(f"{pname}={p.default!r}")
+                table.add_row(entry, ", ".join(params), registry.note(entry))
+            console.print(table)
+
+    _run(debug, work)
+
+
+def main() -> None:
+    app(prog_name="nntrain")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

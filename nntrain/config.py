@@ -1,0 +1,329 @@
+"""The config schema (pydantic), YAML loading with line numbers, and `--set` overrides.
+
+Every error names the file and line, the dotted key, what is wrong and what is allowed,
+and all errors of a config are reported together.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nntrain.errors import ConfigError
+
+Key = tuple[Union[str, int], ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """`{name: ..., **kwargs}`: the kwargs are checked against the builder's signature."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class DataConfig(_Strict):
+    dataset: Component
+    val_split: float = Field(0.1, gt=0.0, lt=1.0)
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    shuffle: bool = True
+    normalize: Optional[Component] = None
+    augment: list[Component] = []
+
+
+class RegularizationConfig(_Strict):
+    l1: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0)
+    include_bias_and_norm: bool = False  # penalties and weight decay on biases/norm parameters too
+
+
+class GradClip(_Strict):
+    norm: Optional[float] = Field(None, gt=0.0)
+    value: Optional[float] = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "GradClip":
+        if (self.norm is None) == (self.value is None):
+            raise ValueError("give exactly one of 'norm' (global L2 norm) or 'value' (per element)")
+        return self
+
+
+Mode = Optional[Literal["min", "max"]]
+
+# Metrics the trainer records; `monitor` keys must name one.
+METRICS = ("train/loss", "val/loss", "val/acc")
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        close = difflib.get_close_matches(name, METRICS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown metric '{name}'{hint} (choices: {', '.join(METRICS)})")
+    return name
+
+
+Monitor = typing.Annotated[str, AfterValidator(_known_metric)]
+
+
+class EarlyStoppingConfig(_Strict):
+    monitor: Monitor = "val/loss"
+    mode: Mode = None  # None: max for accuracies, min otherwise
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class CheckpointConfig(_Strict):
+    monitor: Monitor = "val/loss"
+    mode: Mode = None
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, gt=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    accumulate: int = Field(1, ge=1)
+    grad_clip: Optional[GradClip] = None
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    test_at_end: bool = True  # evaluate the best checkpoint on the test split after training
+
+
+class LogConfig(_Strict):
+    dir: str = "runs"
+    tensorboard: bool = True
+    every_n_steps: int = Field(50, gt=0)
+
+
+class Config(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    seed: int = 0
+    data: DataConfig
+    model: Component
+    loss: Component = Component(name="cross_entropy")
+    optimizer: Component = Component(name="adam", lr=1e-3)
+    scheduler: Optional[Component] = None
+    regularization: RegularizationConfig = RegularizationConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def monitor_mode(monitor: str, mode: Optional[str]) -> str:
+    """The explicit mode, else 'max' for accuracies and 'min' for losses."""
+    return mode or ("max" if monitor.endswith("acc") else "min")
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _Source:
+    """Where each key of the raw config came from: a YAML line or a `--set` override."""
+
+    def __init__(self, path: str, lines: dict[Key, int]):
+        self.path, self.lines = path, lines
+        self.overrides: dict[Key, str] = {}
+
+    def where(self, key: Key) -> str:
+        for i in range(len(key), -1, -1):
+            if key[:i] in self.overrides:
+                return f"--set {self.overrides[key[:i]]}"
+        for i in range(len(key), -1, -1):
+            if key[:i] in self.lines:
+                return f"{self.path}:{self.lines[key[:i]]}"
+        return self.path
+
+
+def _dotted(key: Key) -> str:
+    return ".".join(str(k) for k in key) or "<top level>"
+
+
+def _line_map(node: yaml.Node, key: Key, lines: dict[Key, int], errors: list[str], path: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k_node, v_node in node.value:
+            k = k_node.value
+            if k in seen:
+                errors.append(f"{path}:{k_node.start_mark.line + 1} {_dotted(key + (k,))}: duplicate key")
+            seen.add(k)
+            lines[key + (k,)] = k_node.start_mark.line + 1
+            _line_map(v_node, key + (k,), lines, errors, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[key + (i,)] = item.start_mark.line + 1
+            _line_map(item, key + (i,), lines, errors, path)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = (exc.problem or str(exc)).strip()
+        if "python/" in problem or "could not determine a constructor" in problem:
+            problem += " (only plain YAML is allowed: tags that build Python objects are refused)"
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config is empty; it needs at least 'name', 'data' and 'model'")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}:1: the config must be a mapping of sections (name, data, model, ...), "
+            f"not a {type(raw).__name__}"
+        )
+    lines: dict[Key, int] = {}
+    errors: list[str] = []
+    _line_map(node, (), lines, errors, str(path))
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return raw, _Source(str(path), lines)
+
+
+def parse_override(text: str) -> tuple[Key, Any]:
+    """`a.b=value` -> (('a', 'b'), YAML-parsed value)."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(p.isidentifier() or p.isdigit() for p in parts):
+        raise ConfigError(
+            f"--set {text}: expected KEY=VALUE with a dotted key, e.g. --set optimizer.lr=0.01"
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from None
+    return tuple(int(p) if p.isdigit() else p for p in parts), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: Optional[_Source] = None) -> dict[str, Any]:
+    """Applies `--set` overrides to a copy of `raw`; a mapping replaces the whole section."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        node: Any = raw
+        for i, part in enumerate(key[:-1]):
+            nxt = node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else (
+                node.get(part) if isinstance(node, dict) else None
+            )
+            if nxt is None and isinstance(node, dict):
+                nxt = node[part] = {}
+            if not isinstance(nxt, (dict, list)):
+                raise ConfigError(f"--set {text}: '{_dotted(key[: i + 1])}' is not a section")
+            node = nxt
+        last = key[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise ConfigError(f"--set {text}: '{_dotted(key[:-1])}' has {len(node)} items")
+            node[last] = value
+        elif value is None:
+            node[last] = None
+        else:
+            node[last] = value
+        if source is not None:
+            source.overrides[key] = text
+    return raw
+
+
+def _fields_at(loc: Key) -> list[str]:
+    """The field names of the schema model reached by `loc` (for did-you-mean)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        for arg in (ann, *typing.get_args(ann)):
+            for inner in (arg, *typing.get_args(arg)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    model = inner
+                    break
+            else:
+                continue
+            break
+        else:
+            return []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _unknown_key(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown key '{name}'{hint} (allowed: {', '.join(choices)})"
+
+
+def _schema_errors(exc: ValidationError, source: _Source) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key(str(loc[-1]), _fields_at(loc[:-1]))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] != "missing" and not isinstance(err.get("input"), dict):
+                msg += f" (got {err.get('input')!r})"
+        out.append(f"{source.where(loc)} {_dotted(loc)}: {msg}")
+    return out
+
+
+def validate(raw: dict[str, Any], source: Optional[_Source] = None) -> Config:
+    """Validates a raw mapping: schema first, then every component against its registry."""
+    from nntrain.components import component_errors
+
+    source = source or _Source("<config>", {})
+    errors: list[str] = []
+    cfg = None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        errors += _schema_errors(exc, source)
+    errors += [f"{source.where(key)} {_dotted(key)}: {msg}" for key, msg in component_errors(raw)]
+    if errors:
+        # One line per problem, in file order, each once.
+        raise ConfigError("\n".join(dict.fromkeys(errors)))
+    assert cfg is not None
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Reads, overrides and validates a YAML config file."""
+    raw, source = _read_yaml(Path(path))
+    raw = apply_overrides(raw, list(overrides), source)
+    return validate(raw, source)
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] = (), where: str = "<checkpoint>") -> Config:
+    """Validates a config stored in a checkpoint, with optional `--set` overrides."""
+    source = _Source(where, {})
+    return validate(apply_overrides(raw, list(overrides), source), source)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

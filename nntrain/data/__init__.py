@@ -1,0 +1,1 @@
+"""Data: sources (datasets.py), in-memory batching (loaders.py), normalizers and augmentations (transforms.py)."""

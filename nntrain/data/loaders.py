@@ -1,0 +1,108 @@
+"""In-memory data: validation split, normalization and batching by index slicing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+
+from nntrain.data.datasets import DATASETS, DataInfo
+from nntrain.data.transforms import NORMALIZERS, Normalizer
+
+
+class TensorLoader:
+    """Batches of (x, y) sliced from tensors; the order of epoch e is a function of (seed, e).
+
+    Because the order is derived, not stored, a resumed run can start an epoch at any batch.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def batch_sizes(self) -> list[int]:
+        n, b = len(self.x), self.batch_size
+        return [min(b, n - i * b) for i in range(len(self))]
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields the batches of `epoch`, beginning at batch index `start`."""
+        b = self.batch_size
+        if not self.shuffle:
+            for i in range(start, len(self)):
+                yield self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]
+            return
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.x), generator=gen).to(self.x.device)
+        for i in range(start, len(self)):
+            idx = order[i * b : (i + 1) * b]
+            yield self.x[idx], self.y[idx]
+
+
+@dataclass
+class Data:
+    """The splits as tensors, plus what the trainer and checkpoints need to know about them."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: Optional[tuple[torch.Tensor, torch.Tensor]]
+    test: Optional[tuple[torch.Tensor, torch.Tensor]]
+    info: DataInfo
+    normalizer: Optional[Normalizer]
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        tensors = getattr(self, name)
+        if tensors is None:
+            from nntrain.errors import ConfigError
+
+            raise ConfigError(f"split '{name}' is empty for this config (val_split 0 or no test set)")
+        return tensors
+
+    def to(self, device: torch.device) -> "Data":
+        move = lambda t: None if t is None else (t[0].to(device), t[1].to(device))  # noqa: E731
+        self.train, self.val, self.test = move(self.train), move(self.val), move(self.test)
+        return self
+
+
+def build_data(
+    cfg: Any, seed: int, normalizer_state: Optional[dict[str, torch.Tensor]] = None
+) -> Data:
+    """Loads `cfg.dataset`, holds out `cfg.val_split` of training (seeded) and normalizes.
+
+    Args:
+        cfg: the `data` section.
+        seed: the run's seed; the validation split depends on it only.
+        normalizer_state: statistics from a checkpoint; if None they are fitted on the training split.
+    """
+    splits = DATASETS.build(cfg.dataset)
+    x, y = splits.x_train, splits.y_train
+    val = None
+    if cfg.val_split > 0:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(cfg.val_split * len(x)))
+        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        val = (x[val_idx], y[val_idx])
+        x, y = x[train_idx], y[train_idx]
+    test = None if splits.x_test is None else (splits.x_test, splits.y_test)
+
+    normalizer = None
+    if cfg.normalize is not None:
+        normalizer = NORMALIZERS.build(cfg.normalize)
+        if normalizer_state is None:
+            normalizer.fit(x)
+        else:
+            normalizer.load_state_dict(normalizer_state)
+        norm = lambda t: None if t is None else (normalizer(t[0]), t[1])  # noqa: E731
+        (x, y), val, test = norm((x, y)), norm(val), norm(test)
+    return Data((x, y), val, test, splits.info, normalizer)

@@ -1,0 +1,31 @@
+"""Errors with messages fit for users; `cli.py` turns them into exit codes."""
+
+
+class NntrainError(Exception):
+    """Base class: the message is shown to the user as is."""
+
+    exit_code = 1
+
+
+class ConfigError(NntrainError):
+    """A bad config, override or command-line usage (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(NntrainError):
+    """Data that is missing or doesn't fit the config (exit code 2)."""
+
+    exit_code = 2
+
+
+class CheckpointError(NntrainError):
+    """A checkpoint that is missing, damaged or not nntrain's (exit code 2)."""
+
+    exit_code = 2
+
+
+class RunError(NntrainError):
+    """A failure while training (exit code 1)."""
+
+    exit_code = 1

@@ -1,0 +1,39 @@
+"""Multi-layer perceptron: the course's first network."""
+
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import Field
+from torch import nn
+
+from nntrain.models import MODELS
+from nntrain.models.init import apply_init, build_activation
+
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+Activation = Union[str, dict[str, Any]]
+
+
+@MODELS.register("mlp")
+def mlp(
+    in_features: Annotated[int, Field(gt=0)],
+    num_classes: Annotated[int, Field(gt=0)],
+    hidden: list[Annotated[int, Field(gt=0)]] = [128],
+    activation: Activation = "relu",
+    dropout: Dropout = 0.0,
+    batch_norm: bool = False,
+    init: Optional[Activation] = None,
+) -> nn.Module:
+    """Flatten -> [Linear -> (BatchNorm) -> activation -> (Dropout)] * len(hidden) -> Linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(build_activation(activation))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    model = nn.Sequential(*layers)
+    apply_init(model, init)
+    return model

@@ -1,0 +1,264 @@
+"""The training loop: `fit()` -> `train_epoch()` -> `train_step()`, plus `evaluate()`."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from nntrain.callbacks import Callback
+from nntrain.checkpoint import FORMAT, rng_state, set_rng_state
+from nntrain.config import Config
+from nntrain.data.loaders import Data, TensorLoader
+from nntrain.data.transforms import AUGMENTATIONS
+from nntrain.errors import RunError
+from nntrain.losses import penalized_parameters, penalty
+from nntrain.optim import Schedule
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for `bf16`/`fp16`; a no-op for `fp32`."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Trainer:
+    """Owns the loop state (`epoch`, `step`, `should_stop`) and runs training and evaluation.
+
+    Args:
+        cfg: the validated config.
+        model, loss_fn, optimizer, schedule: built components (`schedule` may be None).
+        data: the splits, already on `device`.
+        device: where training runs.
+        callbacks: called at fit start, batch end, log intervals, epoch end and fit end.
+        meta: extra entries for checkpoints (data info, normalizer state, provenance).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: Optional[Schedule],
+        data: Data,
+        device: torch.device,
+        callbacks: Sequence[Callback] = (),
+        meta: Optional[dict[str, Any]] = None,
+    ):
+        self.cfg, self.model, self.loss_fn = cfg, model, loss_fn
+        self.optimizer, self.schedule, self.data, self.device = optimizer, schedule, data, device
+        self.callbacks, self.meta = list(callbacks), meta or {}
+        train = cfg.train
+        self.epochs, self.accumulate = train.epochs, train.accumulate
+        self.train_loader = TensorLoader(*data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
+        self.batches_per_epoch = len(self.train_loader)
+        self.autocast = autocast(device, train.precision)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+        self.forward = torch.compile(model) if train.compile else model
+        self.aug_generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.augment = [AUGMENTATIONS.build(s, generator=self.aug_generator) for s in cfg.data.augment]
+        reg = cfg.regularization
+        self.l1, self.l2 = reg.l1, reg.l2
+        self.penalty_params = penalized_parameters(model, reg.include_bias_and_norm)
+
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer updates done
+        self.batch_in_epoch = 0  # batches of the current epoch done
+        self.should_stop = False
+        self.stop_reason: Optional[str] = None
+        self.samples_seen = 0
+        self.train_time = 0.0
+        self._loss_sum = torch.zeros((), device=device)  # since the last log, on the device
+        self._loss_count = 0
+        self._epoch_sum = torch.zeros((), device=device)
+        self._epoch_count = 0
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> None:
+        """Trains until `epochs` are done or a callback sets `should_stop`."""
+        self._call("on_fit_start")
+        while self.epoch < self.epochs and not self.should_stop:
+            start = time.perf_counter()
+            train_loss = self.train_epoch()
+            self.train_time += time.perf_counter() - start
+            metrics = {"train/loss": train_loss, **self.evaluate("val")}
+            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            if self.schedule is not None:
+                self.schedule.after_epoch(metrics)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.last_metrics = metrics
+            self._call("on_epoch_end", metrics)
+        self._call("on_fit_end")
+
+    def _group_weights(self) -> list[float]:
+        """Loss weight of each batch: its share of the samples in its accumulation group.
+
+        With accumulation k, one update sums k batch gradients; weighting each batch's mean loss by
+        n_i / sum(n) makes the sum equal the mean loss over the group, even for a short last group.
+        """
+        sizes = self.train_loader.batch_sizes()
+        k = self.accumulate
+        weights = []
+        for i, n in enumerate(sizes):
+            group = sizes[(i // k) * k : (i // k + 1) * k]
+            weights.append(n / sum(group))
+        return weights
+
+    def train_epoch(self) -> float:
+        """One pass over the training split; returns its mean training loss."""
+        self.model.train()
+        weights = self._group_weights()
+        last = self.batches_per_epoch - 1
+        batches = self.train_loader.epoch(self.epoch, start=self.batch_in_epoch)
+        for i, (x, y) in enumerate(batches, start=self.batch_in_epoch):
+            update = (i + 1) % self.accumulate == 0 or i == last
+            self.train_step(x, y, weights[i], update)
+            self.batch_in_epoch = i + 1
+            self._call("on_batch_end")
+            if self.should_stop:
+                break
+        self._flush_loss()
+        mean = (self._epoch_sum / max(self._epoch_count, 1)).item()
+        self._epoch_sum.zero_()
+        self._epoch_count = 0
+        return mean
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, update: bool = True) -> None:
+        """Forward and backward on one batch; an optimizer update when `update` is True."""
+        for augment in self.augment:
+            x = augment(x)
+        with self.autocast:
+            loss = self.loss_fn(self.forward(x), y)
+            total = loss
+            if self.l1 or self.l2:
+                total = loss + penalty(self.penalty_params, self.l1, self.l2)
+        # Accumulation: scale so the summed gradients equal the gradient of the group's mean loss.
+        self.scaler.scale(total * weight if weight != 1.0 else total).backward()
+        self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
+        self._loss_count += len(x)
+        self.samples_seen += len(x)
+        if not update:
+            return
+        clip = self.cfg.train.grad_clip
+        if clip is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            if clip.norm is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip.norm)
+            else:
+                nn.utils.clip_grad_value_(self.model.parameters(), clip.value)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.schedule is not None:
+            self.schedule.after_update()
+        if self.step % self.cfg.log.every_n_steps == 0:
+            self._log_step()
+
+    def _flush_loss(self) -> Optional[float]:
+        """Moves the interval's loss into the epoch sums; returns its mean (one host sync)."""
+        if not self._loss_count:
+            return None
+        self._epoch_sum += self._loss_sum
+        self._epoch_count += self._loss_count
+        mean = (self._loss_sum / self._loss_count).item()
+        self._loss_sum.zero_()
+        self._loss_count = 0
+        return mean
+
+    def _log_step(self) -> None:
+        loss = self._flush_loss()
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            raise RunError(
+                f"training loss is {loss} at epoch {self.epoch + 1}, step {self.step}; "
+                f"lower optimizer.lr or set train.grad_clip. Checkpoints from earlier epochs are kept"
+            )
+        self._call("on_log", {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Mean loss (and accuracy for classification) over `split`, read back once."""
+        return evaluate(self.forward, self.loss_fn, self.data, split, self.cfg, self.autocast, self.model)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds (DESIGN.md): loads with `weights_only=True`."""
+        return {
+            "format": FORMAT,
+            "model": self.model.state_dict(),  # the unwrapped module: no `_orig_mod.` prefixes
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.schedule is None else self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": rng_state(),
+            "aug_rng": self.aug_generator.get_state(),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "config": self.cfg.to_dict(),
+            "config_hash": self.cfg.hash(),
+            "seed": self.cfg.seed,
+            "metrics": getattr(self, "last_metrics", {}),
+            **self.meta,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a checkpoint's training state so the run continues exactly where it stopped."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["scheduler"] is not None:
+            self.schedule.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+        set_rng_state(state["rng"])
+        self.aug_generator.set_state(state["aug_rng"])
+        for cb in self.callbacks:
+            if type(cb).__name__ in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+
+def evaluate(
+    forward: nn.Module,
+    loss_fn: nn.Module,
+    data: Data,
+    split: str,
+    cfg: Config,
+    autocast_ctx: Optional[contextlib.AbstractContextManager] = None,
+    model: Optional[nn.Module] = None,
+) -> dict[str, float]:
+    """Mean loss and, for classification, accuracy of `forward` on `split` (shared by fit and eval)."""
+    module = model or forward
+    was_training = module.training
+    module.eval()
+    x, y = data.split(split)
+    loader = TensorLoader(x, y, cfg.data.eval_batch_size)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    classify = data.info.task == "classification"
+    with torch.inference_mode(), autocast_ctx or contextlib.nullcontext():
+        for xb, yb in loader.epoch():
+            out = forward(xb)
+            loss_sum += loss_fn(out, yb).float() * len(xb)
+            if classify:
+                correct += (out.argmax(dim=-1) == yb).sum()
+    module.train(was_training)
+    metrics = {f"{split}/loss": (loss_sum / len(x)).item()}
+    if classify:
+        metrics[f"{split}/acc"] = correct.item() / len(x)
+    return metrics
