@@ -109,7 +109,8 @@ def eval_(
         from nntrain.evaluate import evaluate_checkpoint
 
         metrics, path = evaluate_checkpoint(checkpoint, split.value, set_ or [], out)
-        table = Table(title=f"{checkpoint} on {split.value}")
+        console.print(f"[bold]nntrain eval[/] {checkpoint} on the {split.value} split")
+        table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in metrics.items():
