@@ -23,6 +23,12 @@ class Callback:
 
     def on_batch_end(self, trainer: "Trainer") -> None: ...
 
+    def on_update(self, trainer: "Trainer") -> None:
+        """After each optimizer update (the only points where a run can be checkpointed)."""
+
+    def on_interrupt(self, trainer: "Trainer") -> None:
+        """After SIGINT/SIGTERM, once the current update is done."""
+
     def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
@@ -80,38 +86,79 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Writes `last.pt` every epoch and `best.pt` when `monitor` improves (atomically)."""
+    """Writes `last.pt` (every N epochs and/or N updates), `best.pt` by `monitor`, and the top k.
 
-    def __init__(self, folder: Path, monitor: str, mode: str):
+    Every write is atomic (checkpoint.save_atomic), so a crash leaves the previous file intact.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        monitor: str,
+        mode: str,
+        every_n_epochs: int = 1,
+        every_n_steps: Optional[int] = None,
+        keep_top_k: int = 0,
+    ):
         self.folder, self.monitor, self.mode = Path(folder), monitor, mode
+        self.every_n_epochs, self.every_n_steps, self.keep_top_k = every_n_epochs, every_n_steps, keep_top_k
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
+        self.top: list[tuple[float, int]] = []  # (value, epoch) of the files epoch-<E>.pt kept
+
+    def _save(self, state: dict[str, Any], name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_atomic(state, self.folder / name)
+
+    def on_update(self, trainer: "Trainer") -> None:
+        if self.every_n_steps and trainer.step % self.every_n_steps == 0:
+            self._save(trainer.state_dict(), "last.pt")
+
+    def on_interrupt(self, trainer: "Trainer") -> None:
+        self._save(trainer.state_dict(), "last.pt")
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         value = metrics[self.monitor]
         is_best = improved(value, self.best, self.mode)
         if is_best:
             self.best, self.best_epoch = value, trainer.epoch
-        state = trainer.state_dict()  # after updating `best`, so the checkpoint holds it
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_atomic(state, self.folder / "last.pt")
+        evicted = self._rank(value, trainer.epoch)
+        state = trainer.state_dict()  # after updating `best` and `top`, so the checkpoint holds them
+        if trainer.epoch % self.every_n_epochs == 0 or trainer.epoch == trainer.epochs or trainer.should_stop:
+            self._save(state, "last.pt")
         if is_best:
-            save_atomic(state, self.folder / "best.pt")
+            self._save(state, "best.pt")
+        if evicted is not None:
+            self._save(state, f"epoch-{trainer.epoch}.pt")
+            for _, epoch in evicted:
+                (self.folder / f"epoch-{epoch}.pt").unlink(missing_ok=True)
+
+    def _rank(self, value: float, epoch: int) -> Optional[list[tuple[float, int]]]:
+        """Updates the top-k list; returns the entries it evicts, or None when `epoch` doesn't enter."""
+        if not self.keep_top_k or not math.isfinite(value):
+            return None
+        sign = 1.0 if self.mode == "min" else -1.0
+        entries = sorted(self.top + [(value, epoch)], key=lambda e: (sign * e[0], e[1]))
+        self.top, evicted = entries[: self.keep_top_k], entries[self.keep_top_k :]
+        return None if (value, epoch) in evicted else evicted
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": self.best, "best_epoch": self.best_epoch, "top": [list(e) for e in self.top]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.top = [(float(v), int(e)) for v, e in state.get("top", [])]
 
 
 class TensorBoardLogger(Callback):
     """Scalars with the optimizer step as x-axis: `train/loss` and `lr` per log interval, epoch metrics."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, resume_step: Optional[int] = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(folder))
+        # On resume, events logged after the checkpoint's step by the interrupted run are purged.
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(str(folder), purge_step=purge)
 
     def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -129,8 +176,13 @@ class TensorBoardLogger(Callback):
 class MetricsLog(Callback):
     """Appends one JSON object per logged step and per epoch to `metrics.jsonl`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, resume_step: Optional[int] = None):
         self.path = Path(path)
+        if resume_step is not None and self.path.exists():
+            # Drop what the interrupted run logged after its checkpoint: no step appears twice.
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
     def _write(self, trainer: "Trainer", kind: str, metrics: dict[str, float]) -> None:
         record = {"kind": kind, "epoch": trainer.epoch, "step": trainer.step, **metrics}
@@ -188,6 +240,9 @@ class ProgressBar(Callback):
         self.console.print(f"epoch {trainer.epoch}/{trainer.epochs}  {shown}  {elapsed:.1f}s")
         if trainer.epoch < trainer.epochs and not trainer.should_stop:
             self._new_task(trainer)
+
+    def on_interrupt(self, trainer: "Trainer") -> None:
+        self.progress.remove_task(self.task)
 
     def on_fit_end(self, trainer: "Trainer") -> None:
         self.progress.stop()

@@ -6,6 +6,7 @@ Heavy imports (torch) happen inside the commands so that `nntrain --help` stays 
 from __future__ import annotations
 
 import enum
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -55,6 +56,19 @@ def _run(debug: bool, work: Callable[[], Any]) -> Any:
         raise typer.Exit(130) from None
 
 
+def _argv_without(option: str) -> list[str]:
+    """This process's arguments, minus `option` and its value (to print a resume command)."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            args.append(arg)
+    return args
+
+
 def _load(config: Path, overrides: Optional[List[str]], name: Optional[str] = None):
     from nntrain.config import load_config
 
@@ -69,16 +83,31 @@ def fit(
     config: ConfigArg,
     set_: SetOpt = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the config's name).")] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue a run: its folder (uses last.pt) or a checkpoint file."),
+    ] = None,
+    allow_config_change: Annotated[
+        bool, typer.Option("--allow-config-change", help="Resume even if the config differs from the run's.")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Train the model a config describes, into runs/<name>/<stamp>/."""
 
     def work() -> None:
+        from nntrain.errors import Interrupted
         from nntrain.experiment import fit as fit_run
 
         cfg = _load(config, set_, name)
-        console.print(f"[bold]nntrain fit[/] {config}  ({cfg.model.name} on {cfg.data.dataset.name})")
-        summary = fit_run(cfg, console)
+        action = f"resuming {resume}" if resume else f"{cfg.model.name} on {cfg.data.dataset.name}"
+        console.print(f"[bold]nntrain fit[/] {config}  ({action})")
+        try:
+            summary = fit_run(cfg, console, resume=resume, allow_config_change=allow_config_change)
+        except Interrupted as exc:
+            args = [a for a in _argv_without("--resume")]
+            command = " ".join(shlex.quote(a) for a in ["nntrain", *args, "--resume", exc.run_dir])
+            exc.args = (f"{exc}\nresume with: {command}",)
+            raise
         table = Table(title="summary", show_header=False)
         table.add_row("run folder", summary["run_dir"])
         table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")

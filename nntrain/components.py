@@ -17,7 +17,7 @@ from nntrain.config import Key, _unknown_key
 from nntrain.data.datasets import DATASETS
 from nntrain.data.transforms import AUGMENTATIONS, NORMALIZERS
 from nntrain.losses import LOSSES
-from nntrain.models import MODELS
+from nntrain.models import MODELS, InitFrom
 from nntrain.models.init import ACTIVATIONS, INITS
 from nntrain.optim import OPTIMIZERS, SCHEDULERS
 from nntrain.registry import Registry
@@ -36,7 +36,10 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 # Model arguments the data determines (DESIGN.md): optional in configs, checked against the data.
-INFERRED = ("in_features", "in_channels", "image_size", "num_classes")
+INFERRED = (
+    "in_features", "in_channels", "image_size", "num_classes",
+    "input_size", "vocab_size", "padding_idx", "output_size",
+)
 
 # Model arguments that name a component of another registry.
 _NESTED = {"activation": ACTIVATIONS, "init": INITS}
@@ -102,7 +105,9 @@ def spec_errors(key: Key, registry: Registry, spec: Any) -> list[tuple[Key, str]
     for arg, value in spec.items():
         if arg == "name":
             continue
-        if arg not in params:
+        if registry is MODELS and arg == "init_from":
+            errors += _init_from_errors(key + (arg,), value)
+        elif arg not in params:
             errors.append((key + (arg,), _unknown_key(arg, list(params)) + f" for {registry.kind} '{name}'"))
         elif registry is MODELS and arg in _NESTED:
             if value is not None:
@@ -118,6 +123,25 @@ def spec_errors(key: Key, registry: Registry, spec: Any) -> list[tuple[Key, str]
     if not errors:
         errors += _dry_build(key, registry, spec)
     return errors
+
+
+def _init_from_errors(key: Key, value: Any) -> list[tuple[Key, str]]:
+    """`model.init_from` ({checkpoint, component, freeze}), allowed for every model."""
+    if value is None:
+        return []
+    try:
+        InitFrom.model_validate(value)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                msg = _unknown_key(str(loc[-1]), list(InitFrom.model_fields))
+            else:
+                msg = err["msg"]
+            errors.append((key + loc, msg))
+        return errors
+    return []
 
 
 def _dry_build(key: Key, registry: Registry, spec: dict[str, Any]) -> list[tuple[Key, str]]:

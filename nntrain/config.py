@@ -41,6 +41,7 @@ class DataConfig(_Strict):
     shuffle: bool = True
     normalize: Optional[Component] = None
     augment: list[Component] = []
+    task: Optional[Literal["reconstruction"]] = None  # reconstruction: the target is the input (autoencoders)
 
 
 class RegularizationConfig(_Strict):
@@ -63,7 +64,14 @@ class GradClip(_Strict):
 Mode = Optional[Literal["min", "max"]]
 
 # Metrics the trainer records; `monitor` keys must name one.
-METRICS = ("train/loss", "val/loss", "val/acc")
+METRICS = ("train/loss", "val/loss", "val/acc", "val/mse", "val/rmse", "val/mae")
+
+# The metrics `evaluate()` reports for each task (DataInfo.task), besides the losses.
+TASK_METRICS = {
+    "classification": ("val/acc",),
+    "regression": ("val/mse", "val/rmse", "val/mae"),
+    "reconstruction": ("val/mse",),
+}
 
 
 def _known_metric(name: str) -> str:
@@ -87,6 +95,9 @@ class EarlyStoppingConfig(_Strict):
 class CheckpointConfig(_Strict):
     monitor: Monitor = "val/loss"
     mode: Mode = None
+    every_n_epochs: int = Field(1, ge=1)  # last.pt after every N epochs (and after the final one)
+    every_n_steps: Optional[int] = Field(None, ge=1)  # also last.pt every N optimizer updates
+    keep_top_k: int = Field(0, ge=0)  # also keep the k best epochs as epoch-<E>.pt
 
 
 class TrainConfig(_Strict):
@@ -99,6 +110,8 @@ class TrainConfig(_Strict):
     early_stopping: Optional[EarlyStoppingConfig] = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     test_at_end: bool = True  # evaluate the best checkpoint on the test split after training
+    on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss stops the run, or its update is skipped
+    deterministic: bool = False  # torch's deterministic algorithms (slower on CUDA)
 
 
 class LogConfig(_Strict):
@@ -146,6 +159,11 @@ class _Source:
         for i in range(len(key), -1, -1):
             if key[:i] in self.overrides:
                 return f"--set {self.overrides[key[:i]]}"
+        if key not in self.lines:
+            # A section the file lacks, created by a deeper override (`--set trian.epochs=3`).
+            created = [text for k, text in self.overrides.items() if k[: len(key)] == key]
+            if created:
+                return f"--set {created[-1]}"
         for i in range(len(key), -1, -1):
             if key[:i] in self.lines:
                 return f"{self.path}:{self.lines[key[:i]]}"

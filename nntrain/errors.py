@@ -29,3 +29,12 @@ class RunError(NntrainError):
     """A failure while training (exit code 1)."""
 
     exit_code = 1
+
+
+class Interrupted(NntrainError):
+    """SIGINT (exit 130) or SIGTERM (exit 143) stopped training after saving `last.pt`."""
+
+    def __init__(self, message: str, signum: int, run_dir: str):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+        self.run_dir = run_dir

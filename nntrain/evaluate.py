@@ -24,8 +24,12 @@ def evaluate_checkpoint(
 
     path = Path(path)
     ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"], list(overrides), where=f"{path} (stored config)")
-    parts = build_parts(cfg, normalizer_state=ckpt.get("normalizer"))
+    stored = dict(ckpt["config"])
+    if isinstance(stored.get("model"), dict):
+        # The weights come from this checkpoint: the pretrained file init_from named may be gone.
+        stored["model"] = {k: v for k, v in stored["model"].items() if k != "init_from"}
+    cfg = config_from_dict(stored, list(overrides), where=f"{path} (stored config)")
+    parts = build_parts(cfg, normalizer_state=ckpt.get("normalizer"), data_info=ckpt.get("data_info"))
     try:
         parts.model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

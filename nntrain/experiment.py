@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -17,9 +21,9 @@ from torch import nn
 
 from nntrain.callbacks import EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger
 from nntrain.checkpoint import load_checkpoint, provenance
-from nntrain.config import Config, monitor_mode, to_yaml
+from nntrain.config import TASK_METRICS, Config, monitor_mode, to_yaml
 from nntrain.data.loaders import Data, build_data
-from nntrain.errors import ConfigError, DataError, RunError
+from nntrain.errors import ConfigError, DataError, Interrupted, RunError
 from nntrain.losses import build_loss
 from nntrain.models import build_model
 from nntrain.optim import Schedule, build_optimizer, build_schedule
@@ -84,18 +88,64 @@ def _probe(model: nn.Module, data: Data, cfg: Config) -> None:
         ) from None
     finally:
         model.train()
-    expected = data.info.num_classes
-    if data.info.task == "classification" and out.shape[-1] != expected:
+    info, name = data.info, cfg.model.name
+    if info.task == "classification" and (out.dim() != 2 or out.shape[-1] != info.num_classes):
+        hint = ""
+        if out.shape[1:] == x.shape[1:]:
+            hint = " (it reconstructs its input: set data.task: reconstruction)"
         raise DataError(
-            f"model '{cfg.model.name}' gives {out.shape[-1]} outputs but the data has {expected} classes"
+            f"model '{name}' gives outputs of shape {tuple(out.shape[1:])} but the data has "
+            f"{info.num_classes} classes{hint}"
         )
+    target = data.train[1][:2]
+    if info.task != "classification" and out.shape != target.shape:
+        raise DataError(
+            f"model '{name}' gives outputs of shape {tuple(out.shape[1:])} but the {info.task} "
+            f"targets have shape {tuple(target.shape[1:])}"
+        )
+    if cfg.loss.name == "bce_with_logits" and info.task == "reconstruction":
+        y = data.train[1]
+        if bool((y.min() < 0) | (y.max() > 1)):
+            raise DataError(
+                "loss.name: bce_with_logits needs targets in [0, 1] but the normalized inputs leave it; "
+                "use data.normalize: {name: minmax}, no normalizer, or loss mse"
+            )
+    _check_monitors(cfg, info.task)
 
 
-def build_parts(cfg: Config, normalizer_state: Optional[dict] = None) -> Parts:
-    """Seeds, loads the data and builds model, loss, optimizer and schedule for `cfg`."""
+def _check_monitors(cfg: Config, task: str) -> None:
+    """Every `monitor` must name a metric this task reports (val/acc exists for classification only)."""
+    measured = ("train/loss", "val/loss", *TASK_METRICS.get(task, ()))
+    monitors = {("train", "checkpoint", "monitor"): cfg.train.checkpoint.monitor}
+    if cfg.train.early_stopping is not None:
+        monitors[("train", "early_stopping", "monitor")] = cfg.train.early_stopping.monitor
+    if cfg.scheduler is not None and isinstance(cfg.scheduler.model_dump().get("monitor"), str):
+        monitors[("scheduler", "monitor")] = cfg.scheduler.model_dump()["monitor"]
+    for key, monitor in monitors.items():
+        if monitor not in measured:
+            raise ConfigError(
+                f"{'.'.join(key)}: '{monitor}' is not measured on {task} data "
+                f"(measured: {', '.join(measured)})"
+            )
+
+
+def build_parts(
+    cfg: Config, normalizer_state: Optional[dict] = None, data_info: Optional[dict] = None
+) -> Parts:
+    """Seeds, loads the data and builds model, loss, optimizer and schedule for `cfg`.
+
+    `normalizer_state` and `data_info` come from a checkpoint: data is then prepared exactly as
+    in training (normalizer statistics; a source's vocabulary or scaler, `DataInfo.source_state`).
+    """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
-    data = build_data(cfg.data, cfg.seed, normalizer_state)
+    if cfg.train.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (torch's reproducibility notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(cfg.train.deterministic)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.train.deterministic
+    source_state = None if data_info is None else data_info.get("source_state")
+    data = build_data(cfg.data, cfg.seed, normalizer_state, source_state)
     model = build_model(cfg.model.model_dump(), data.info.model_kwargs())
     _probe(model, data, cfg)
     model.to(device)
@@ -128,16 +178,95 @@ def make_run_dir(cfg: Config) -> Path:
     raise RunError(f"cannot create a new run folder under {parent}")
 
 
-def fit(cfg: Config, console: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Trains `cfg` into a new run folder; returns the summary (also written to summary.json)."""
-    parts = build_parts(cfg)  # every config and data error surfaces before the run folder exists
-    run_dir = make_run_dir(cfg)
+def resume_checkpoint(path: str | Path) -> Path:
+    """`--resume` takes a run folder (its last.pt) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.pt"
+        if not last.is_file():
+            raise ConfigError(f"--resume {path}: no checkpoint in this folder (looked for {last})")
+        return last
+    if not path.exists():
+        raise ConfigError(f"--resume {path}: no such run folder or checkpoint")
+    return path
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Lines `key: old -> new` for every dotted key whose value differs."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM: finish the current update, save last.pt, stop. A second one aborts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.interrupted is not None:
+            raise KeyboardInterrupt
+        trainer.interrupted = signum
+        # os.write, not print: a signal handler must not take the console's locks.
+        os.write(2, f"\n{signal.Signals(signum).name}: finishing this step and saving last.pt "
+                    f"(press Ctrl-C again to abort at once)\n".encode())
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def fit(
+    cfg: Config,
+    console: Any = None,
+    progress: bool = True,
+    resume: Optional[str | Path] = None,
+    allow_config_change: bool = False,
+) -> dict[str, Any]:
+    """Trains `cfg` into a new run folder, or continues the run `resume` points at.
+
+    Returns the summary (also written to summary.json).
+
+    Raises:
+        Interrupted: SIGINT/SIGTERM arrived; last.pt was saved first.
+    """
+    ckpt = None
+    if resume is not None:
+        ckpt_path = resume_checkpoint(resume)
+        ckpt = load_checkpoint(ckpt_path)
+        diff = config_diff(ckpt["config"], cfg.to_dict())
+        if diff and not allow_config_change:
+            raise ConfigError(
+                f"--resume {resume}: the config differs from the one the run was started with:\n  "
+                + "\n  ".join(diff)
+                + "\nresume with the same config and --set options, or pass --allow-config-change"
+            )
+    # Every config and data error surfaces before a run folder is created.
+    parts = build_parts(cfg, normalizer_state=None if ckpt is None else ckpt.get("normalizer"))
+    try:
+        if ckpt is None:
+            run_dir = make_run_dir(cfg)
+            (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        else:
+            run_dir = ckpt_path.parent.parent
+            if diff:  # the original config.yaml stays; the changed one is kept beside it
+                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                (run_dir / f"config.resumed-{stamp}.yaml").write_text(to_yaml(cfg), encoding="utf-8")
     except OSError as exc:
-        raise RunError(f"cannot write {run_dir / 'config.yaml'}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot write the run folder: {exc.strerror or exc} ({exc.filename})") from None
     train = cfg.train
-    ckpt = train.checkpoint
+    ckpt_cfg = train.checkpoint
+    resume_step = None if ckpt is None else ckpt["step"]
     callbacks: list = []
     if train.early_stopping is not None:
         es = train.early_stopping
@@ -145,11 +274,14 @@ def fit(cfg: Config, console: Any = None, progress: bool = True) -> dict[str, An
             EarlyStopping(es.monitor, monitor_mode(es.monitor, es.mode), es.patience, es.min_delta)
         )
     if cfg.log.tensorboard:
-        callbacks.append(TensorBoardLogger(run_dir))
-    callbacks.append(MetricsLog(run_dir / "metrics.jsonl"))
+        callbacks.append(TensorBoardLogger(run_dir, resume_step))
+    callbacks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
     if progress:
         callbacks.append(ProgressBar(console))
-    checkpointer = ModelCheckpoint(run_dir / "checkpoints", ckpt.monitor, monitor_mode(ckpt.monitor, ckpt.mode))
+    checkpointer = ModelCheckpoint(
+        run_dir / "checkpoints", ckpt_cfg.monitor, monitor_mode(ckpt_cfg.monitor, ckpt_cfg.mode),
+        ckpt_cfg.every_n_epochs, ckpt_cfg.every_n_steps, ckpt_cfg.keep_top_k,
+    )
     callbacks.append(checkpointer)  # last: the checkpoint holds the other callbacks' updated state
     meta = {
         "data_info": parts.data.info.to_dict(),
@@ -160,15 +292,30 @@ def fit(cfg: Config, console: Any = None, progress: bool = True) -> dict[str, An
         cfg, parts.model, parts.loss_fn, parts.optimizer, parts.schedule, parts.data,
         parts.device, callbacks, meta,
     )
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt)
     start = time.perf_counter()
-    trainer.fit()
+    try:
+        with _stop_on_signals(trainer):
+            trainer.fit()
+    except OSError as exc:
+        raise RunError(f"cannot write to the run folder {run_dir}: {exc.strerror or exc}") from None
+    if trainer.interrupted is not None:
+        name = signal.Signals(trainer.interrupted).name
+        raise Interrupted(
+            f"{name}: stopped at epoch {trainer.epoch + 1}, step {trainer.step}; "
+            f"saved {run_dir / 'checkpoints' / 'last.pt'}",
+            trainer.interrupted,
+            str(run_dir),
+        )
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "epochs": trainer.epoch,
         "steps": trainer.step,
         "stop_reason": trainer.stop_reason,
         "final": trainer.last_metrics,
-        "best": {"monitor": ckpt.monitor, "value": checkpointer.best, "epoch": checkpointer.best_epoch},
+        "best": {"monitor": ckpt_cfg.monitor, "value": checkpointer.best, "epoch": checkpointer.best_epoch},
+        "nan_skipped": trainer.nan_skipped,
         "time_s": round(time.perf_counter() - start, 3),
         "train_time_s": round(trainer.train_time, 3),
         "samples_per_s": round(trainer.samples_seen / max(trainer.train_time, 1e-9), 1),
@@ -176,8 +323,13 @@ def fit(cfg: Config, console: Any = None, progress: bool = True) -> dict[str, An
     best_path = run_dir / "checkpoints" / "best.pt"
     if train.test_at_end and parts.data.test is not None and best_path.exists():
         parts.model.load_state_dict(load_checkpoint(best_path)["model"])
-        summary["test"] = evaluate(trainer.forward, parts.loss_fn, parts.data, "test", cfg, trainer.autocast, parts.model)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        summary["test"] = evaluate(
+            trainer.forward, parts.loss_fn, parts.data, "test", cfg, trainer.autocast, parts.model
+        )
+    try:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise RunError(f"cannot write {run_dir / 'summary.json'}: {exc.strerror or exc}") from None
     return summary
 
 

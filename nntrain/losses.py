@@ -46,6 +46,13 @@ class _OneHotTargets(nn.Module):
 
 def build_loss(spec: dict[str, Any], info: DataInfo) -> nn.Module:
     """Builds the `loss` section for data described by `info`."""
+    if info.task != "classification" and spec["name"] in _INDEX_TARGETS:
+        from nntrain.errors import ConfigError
+
+        raise ConfigError(
+            f"loss.name: '{spec['name']}' needs class labels but this is {info.task} data; "
+            f"use mse, l1, smooth_l1 or huber" + (", or bce_with_logits on inputs in [0, 1]" if info.task == "reconstruction" else "")
+        )
     loss = LOSSES.build(spec)
     if info.task == "classification" and spec["name"] not in _INDEX_TARGETS:
         loss = _OneHotTargets(loss, info.num_classes)

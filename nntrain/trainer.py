@@ -36,7 +36,7 @@ class Trainer:
         model, loss_fn, optimizer, schedule: built components (`schedule` may be None).
         data: the splits, already on `device`.
         device: where training runs.
-        callbacks: called at fit start, batch end, log intervals, epoch end and fit end.
+        callbacks: called at fit start, batch end, update end, log intervals, epoch end and fit end.
         meta: extra entries for checkpoints (data info, normalizer state, provenance).
     """
 
@@ -57,6 +57,7 @@ class Trainer:
         self.callbacks, self.meta = list(callbacks), meta or {}
         train = cfg.train
         self.epochs, self.accumulate = train.epochs, train.accumulate
+        self.skip_nan = train.on_nan == "skip"
         self.train_loader = TensorLoader(*data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
         self.batches_per_epoch = len(self.train_loader)
         self.autocast = autocast(device, train.precision)
@@ -74,8 +75,11 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of the current epoch done
         self.should_stop = False
         self.stop_reason: Optional[str] = None
+        self.interrupted: Optional[int] = None  # the signal number, set by the signal handler
         self.samples_seen = 0
         self.train_time = 0.0
+        self.nan_skipped = 0
+        self.last_metrics: dict[str, float] = {}
         self._loss_sum = torch.zeros((), device=device)  # since the last log, on the device
         self._loss_count = 0
         self._epoch_sum = torch.zeros((), device=device)
@@ -84,12 +88,15 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> None:
-        """Trains until `epochs` are done or a callback sets `should_stop`."""
+        """Trains until `epochs` are done, a callback sets `should_stop`, or a signal arrives."""
         self._call("on_fit_start")
         while self.epoch < self.epochs and not self.should_stop:
             start = time.perf_counter()
             train_loss = self.train_epoch()
             self.train_time += time.perf_counter() - start
+            if self.interrupted is not None:
+                self._call("on_interrupt")
+                break
             metrics = {"train/loss": train_loss, **self.evaluate("val")}
             metrics["lr"] = self.optimizer.param_groups[0]["lr"]
             if self.schedule is not None:
@@ -115,7 +122,7 @@ class Trainer:
         return weights
 
     def train_epoch(self) -> float:
-        """One pass over the training split; returns its mean training loss."""
+        """One pass over the rest of the current epoch; returns the epoch's mean training loss."""
         self.model.train()
         weights = self._group_weights()
         last = self.batches_per_epoch - 1
@@ -125,12 +132,16 @@ class Trainer:
             self.train_step(x, y, weights[i], update)
             self.batch_in_epoch = i + 1
             self._call("on_batch_end")
-            if self.should_stop:
-                break
+            if update:
+                self._call("on_update")
+                # Stop only between updates, so a checkpoint never holds half an accumulation group.
+                if self.interrupted is not None:
+                    return math.nan
         self._flush_loss()
         mean = (self._epoch_sum / max(self._epoch_count, 1)).item()
         self._epoch_sum.zero_()
         self._epoch_count = 0
+        self._check_finite(mean)
         return mean
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, update: bool = True) -> None:
@@ -142,11 +153,15 @@ class Trainer:
             total = loss
             if self.l1 or self.l2:
                 total = loss + penalty(self.penalty_params, self.l1, self.l2)
-        # Accumulation: scale so the summed gradients equal the gradient of the group's mean loss.
-        self.scaler.scale(total * weight if weight != 1.0 else total).backward()
-        self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
-        self._loss_count += len(x)
-        self.samples_seen += len(x)
+        # on_nan: skip needs to look at the loss now: the one host sync per step it costs.
+        if self.skip_nan and not torch.isfinite(total):
+            self.nan_skipped += 1
+        else:
+            # Accumulation: scale so the summed gradients equal the gradient of the group's mean loss.
+            self.scaler.scale(total * weight if weight != 1.0 else total).backward()
+            self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
+            self._loss_count += len(x)
+            self.samples_seen += len(x)
         if not update:
             return
         clip = self.cfg.train.grad_clip
@@ -176,15 +191,20 @@ class Trainer:
         self._loss_count = 0
         return mean
 
+    def _check_finite(self, loss: float) -> None:
+        """on_nan: stop. Losses are read at log intervals, so the step named is the interval's end."""
+        if not math.isfinite(loss):
+            raise RunError(
+                f"training loss became {loss} in epoch {self.epoch + 1}, at or before step {self.step} "
+                f"(checked every {self.cfg.log.every_n_steps} steps); the checkpoints written before "
+                f"are kept. Lower optimizer.lr, set train.grad_clip, or set train.on_nan: skip"
+            )
+
     def _log_step(self) -> None:
         loss = self._flush_loss()
         if loss is None:
             return
-        if not math.isfinite(loss):
-            raise RunError(
-                f"training loss is {loss} at epoch {self.epoch + 1}, step {self.step}; "
-                f"lower optimizer.lr or set train.grad_clip. Checkpoints from earlier epochs are kept"
-            )
+        self._check_finite(loss)
         self._call("on_log", {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -195,6 +215,9 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds (DESIGN.md): loads with `weights_only=True`."""
+        # A checkpoint is a sync point anyway: never write weights a NaN loss has touched.
+        pending = (self._loss_sum + self._epoch_sum).item()
+        self._check_finite(pending)
         return {
             "format": FORMAT,
             "model": self.model.state_dict(),  # the unwrapped module: no `_orig_mod.` prefixes
@@ -204,13 +227,24 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "batch_in_epoch": self.batch_in_epoch,
+            "loss_sums": {
+                "interval": self._loss_sum.cpu(),
+                "interval_count": self._loss_count,
+                "epoch": self._epoch_sum.cpu(),
+                "epoch_count": self._epoch_count,
+            },
+            "counters": {
+                "samples_seen": self.samples_seen,
+                "train_time": self.train_time,
+                "nan_skipped": self.nan_skipped,
+            },
             "rng": rng_state(),
             "aug_rng": self.aug_generator.get_state(),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "config": self.cfg.to_dict(),
             "config_hash": self.cfg.hash(),
             "seed": self.cfg.seed,
-            "metrics": getattr(self, "last_metrics", {}),
+            "metrics": self.last_metrics,
             **self.meta,
         }
 
@@ -222,6 +256,14 @@ class Trainer:
             self.schedule.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+        sums = state["loss_sums"]
+        self._loss_sum = sums["interval"].to(self.device)
+        self._epoch_sum = sums["epoch"].to(self.device)
+        self._loss_count, self._epoch_count = sums["interval_count"], sums["epoch_count"]
+        counters = state["counters"]
+        self.samples_seen, self.train_time = counters["samples_seen"], counters["train_time"]
+        self.nan_skipped = counters["nan_skipped"]
+        self.last_metrics = dict(state["metrics"])
         set_rng_state(state["rng"])
         self.aug_generator.set_state(state["aug_rng"])
         for cb in self.callbacks:
@@ -242,23 +284,51 @@ def evaluate(
     autocast_ctx: Optional[contextlib.AbstractContextManager] = None,
     model: Optional[nn.Module] = None,
 ) -> dict[str, float]:
-    """Mean loss and, for classification, accuracy of `forward` on `split` (shared by fit and eval)."""
+    """Mean loss and the task's metrics of `forward` on `split` (shared by fit and eval).
+
+    classification: `acc`. regression: `mse`, `rmse`, `mae` over every predicted value, in the
+    original units when the source scaled its targets (DataInfo.target_scale). reconstruction:
+    `mse` per value (pixel) of the reconstruction (sigmoid of the logits with bce_with_logits).
+    """
     module = model or forward
     was_training = module.training
     module.eval()
     x, y = data.split(split)
     loader = TensorLoader(x, y, cfg.data.eval_batch_size)
+    info = data.info
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    classify = data.info.task == "classification"
+    sq_sum = torch.zeros((), device=x.device)
+    abs_sum = torch.zeros((), device=x.device)
+    classify = info.task == "classification"
+    scale = shift = None
+    if info.task == "regression" and info.target_scale is not None:
+        scale = torch.tensor(info.target_scale, device=x.device)
+        shift = torch.tensor(info.target_shift, device=x.device)
+    logits = info.task == "reconstruction" and isinstance(loss_fn, nn.BCEWithLogitsLoss)
     with torch.inference_mode(), autocast_ctx or contextlib.nullcontext():
         for xb, yb in loader.epoch():
             out = forward(xb)
             loss_sum += loss_fn(out, yb).float() * len(xb)
             if classify:
                 correct += (out.argmax(dim=-1) == yb).sum()
+                continue
+            pred, target = out.float(), yb.float()
+            if logits:
+                pred = pred.sigmoid()
+            if scale is not None:  # back to the original units
+                pred, target = pred * scale + shift, target * scale + shift
+            err = pred - target
+            sq_sum += err.pow(2).sum()
+            abs_sum += err.abs().sum()
     module.train(was_training)
     metrics = {f"{split}/loss": (loss_sum / len(x)).item()}
     if classify:
         metrics[f"{split}/acc"] = correct.item() / len(x)
+    elif info.task in ("regression", "reconstruction"):
+        mse = sq_sum.item() / y.numel()
+        metrics[f"{split}/mse"] = mse
+        if info.task == "regression":
+            metrics[f"{split}/rmse"] = math.sqrt(mse)
+            metrics[f"{split}/mae"] = abs_sum.item() / y.numel()
     return metrics

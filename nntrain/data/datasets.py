@@ -19,12 +19,26 @@ DATASETS = Registry("dataset")
 
 @dataclass
 class DataInfo:
-    """What the data says about itself; models read their sizes from it."""
+    """What the data says about itself; models read their sizes from it.
 
-    task: str  # "classification" or "regression"
+    Input layouts: tabular (F,), images (C, H, W), real-valued sequences (T, F) and token
+    sequences (T,) of int64 ids (`vocab_size` set; id 0 is padding). Variable-length real-valued
+    sequences are padded at the end with rows that are NaN in every feature; variable-length
+    token sequences are padded at the end with id 0.
+    """
+
+    task: str  # "classification", "regression" or "reconstruction"
     input_shape: tuple[int, ...]
     num_classes: Optional[int] = None
     classes: Optional[list[str]] = None
+    output_size: Optional[int] = None  # regression: values predicted per sample (targets are (N, output_size))
+    vocab_size: Optional[int] = None  # token sequences: ids are in [0, vocab_size), 0 is padding
+    # Regression targets in original units are y * target_scale + target_shift (per output).
+    target_shift: Optional[list[float]] = None
+    target_scale: Optional[list[float]] = None
+    # What the source fitted on the training split (a vocabulary, a scaler): plain data, stored
+    # in checkpoints and handed back to the source by `nntrain eval` so it prepares data the same way.
+    source_state: Optional[dict[str, Any]] = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Sizes a model builder may take from the data instead of the config."""
@@ -34,8 +48,15 @@ class DataInfo:
             kwargs["in_channels"] = channels
             if height == width:
                 kwargs["image_size"] = height
+        if len(self.input_shape) == 2 and self.vocab_size is None:
+            kwargs["input_size"] = self.input_shape[1]  # features per time step
+        if self.vocab_size is not None:
+            kwargs["vocab_size"] = self.vocab_size
+            kwargs["padding_idx"] = PAD
         if self.num_classes is not None:
             kwargs["num_classes"] = self.num_classes
+        if self.output_size is not None:
+            kwargs["output_size"] = self.output_size
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
@@ -44,12 +65,26 @@ class DataInfo:
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "classes": self.classes,
+            "output_size": self.output_size,
+            "vocab_size": self.vocab_size,
+            "target_shift": self.target_shift,
+            "target_scale": self.target_scale,
+            "source_state": self.source_state,
         }
+
+
+# Token ids every vocabulary reserves.
+PAD, UNK = 0, 1
 
 
 @dataclass
 class Splits:
-    """Tensors of a data source, before validation split and normalization."""
+    """Tensors of a data source, before validation split and normalization.
+
+    A source that must split chronologically, or fit something on the training split only,
+    gives its own validation split in `x_val`/`y_val`; otherwise `data.val_split` of the
+    training split is held out at random.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -57,6 +92,8 @@ class Splits:
     x_test: Optional[torch.Tensor] = None
     y_test: Optional[torch.Tensor] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    x_val: Optional[torch.Tensor] = None
+    y_val: Optional[torch.Tensor] = None
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
@@ -126,3 +163,7 @@ def cifar10(root: str = "data", download: bool = False) -> Splits:
     return _classification(
         to_nchw(train.data), train.targets, to_nchw(test.data), test.targets, list(train.classes)
     )
+
+
+# File-based sources (csv, npz, image_folder, text_csv, timeseries_csv) register on import.
+from nntrain.data import files  # noqa: E402,F401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -9,6 +11,7 @@ import torch
 
 from nntrain.data.datasets import DATASETS, DataInfo
 from nntrain.data.transforms import NORMALIZERS, Normalizer
+from nntrain.errors import DataError
 
 
 class TensorLoader:
@@ -70,25 +73,43 @@ class Data:
         return tensors
 
     def to(self, device: torch.device) -> "Data":
-        move = lambda t: None if t is None else (t[0].to(device), t[1].to(device))  # noqa: E731
+        def move(t: Optional[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+            if t is None:
+                return None
+            x = t[0].to(device)
+            return x, x if t[1] is t[0] else t[1].to(device)  # reconstruction: one copy, not two
+
         self.train, self.val, self.test = move(self.train), move(self.val), move(self.test)
         return self
 
 
 def build_data(
-    cfg: Any, seed: int, normalizer_state: Optional[dict[str, torch.Tensor]] = None
+    cfg: Any,
+    seed: int,
+    normalizer_state: Optional[dict[str, torch.Tensor]] = None,
+    source_state: Optional[dict[str, Any]] = None,
 ) -> Data:
     """Loads `cfg.dataset`, holds out `cfg.val_split` of training (seeded) and normalizes.
+
+    Sources that give their own validation split (chronological, or needed before fitting a
+    vocabulary) keep it. With `cfg.task: reconstruction` the target of every split is its input.
 
     Args:
         cfg: the `data` section.
         seed: the run's seed; the validation split depends on it only.
         normalizer_state: statistics from a checkpoint; if None they are fitted on the training split.
+        source_state: `DataInfo.source_state` from a checkpoint (a vocabulary, a scaler), for
+            sources that fit something on their training split; None fits it again.
     """
-    splits = DATASETS.build(cfg.dataset)
+    name = cfg.dataset.name
+    accepted = inspect.signature(DATASETS.get(name)).parameters
+    runtime = {"val_split": cfg.val_split, "seed": seed, "state": source_state}
+    splits = DATASETS.build(cfg.dataset, **{k: v for k, v in runtime.items() if k in accepted})
     x, y = splits.x_train, splits.y_train
     val = None
-    if cfg.val_split > 0:
+    if splits.x_val is not None:
+        val = (splits.x_val, splits.y_val)
+    elif cfg.val_split > 0:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         n_val = max(1, round(cfg.val_split * len(x)))
         val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
@@ -98,6 +119,10 @@ def build_data(
 
     normalizer = None
     if cfg.normalize is not None:
+        if not x.is_floating_point():
+            raise DataError(
+                f"data.normalize: '{name}' gives token ids ({x.dtype}), which can't be normalized; remove data.normalize"
+            )
         normalizer = NORMALIZERS.build(cfg.normalize)
         if normalizer_state is None:
             normalizer.fit(x)
@@ -105,4 +130,15 @@ def build_data(
             normalizer.load_state_dict(normalizer_state)
         norm = lambda t: None if t is None else (normalizer(t[0]), t[1])  # noqa: E731
         (x, y), val, test = norm((x, y)), norm(val), norm(test)
-    return Data((x, y), val, test, splits.info, normalizer)
+    info = splits.info
+    if getattr(cfg, "task", None) == "reconstruction":
+        # The target is the (normalized) input; augmentations later change only the input.
+        same = lambda t: None if t is None else (t[0], t[0])  # noqa: E731
+        (x, y), val, test = same((x, y)), same(val), same(test)
+        info = dataclasses.replace(
+            info, task="reconstruction", num_classes=None, classes=None, output_size=None,
+            target_shift=None, target_scale=None,
+        )
+    elif info.task == "unlabeled":
+        raise DataError(f"data.dataset: '{name}' has no labels (y_key: null); set data.task: reconstruction")
+    return Data((x, y), val, test, info, normalizer)

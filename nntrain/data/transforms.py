@@ -17,8 +17,24 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def _stat_dims(x: torch.Tensor) -> tuple[int, ...]:
-    """Images (N, C, H, W): one statistic per channel. Anything else: one per feature."""
-    return (0, 2, 3) if x.dim() == 4 else (0,)
+    """Images (N, C, H, W): one statistic per channel. Sequences (N, T, F): one per feature over
+    all time steps. Tabular (N, F): one per feature."""
+    return {4: (0, 2, 3), 3: (0, 1)}.get(x.dim(), (0,))
+
+
+# The statistics skip NaN: variable-length sequences are padded with NaN rows (DataInfo).
+def _nan_mean_std(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = x.nanmean(dim=dims, keepdim=True)
+    count = (~x.isnan()).sum(dim=dims, keepdim=True)
+    var = (x - mean).pow(2).nansum(dim=dims, keepdim=True) / (count - 1).clamp_min(1)
+    return mean, var.sqrt()
+
+
+def _nan_min_max(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    nan = x.isnan()
+    low = x.masked_fill(nan, float("inf")).amin(dim=dims, keepdim=True)
+    high = x.masked_fill(nan, float("-inf")).amax(dim=dims, keepdim=True)
+    return low, high
 
 
 class Normalizer:
@@ -46,9 +62,8 @@ class Standardize(Normalizer):
         self.eps = eps
 
     def fit(self, x: torch.Tensor) -> "Standardize":
-        dims = _stat_dims(x)
-        self.mean = x.mean(dim=dims, keepdim=True)[0]
-        self.std = x.std(dim=dims, keepdim=True)[0].clamp_min(self.eps)
+        mean, std = _nan_mean_std(x, _stat_dims(x))
+        self.mean, self.std = mean[0], std[0].clamp_min(self.eps)
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,13 +78,49 @@ class MinMax(Normalizer):
         self.eps = eps
 
     def fit(self, x: torch.Tensor) -> "MinMax":
-        dims = _stat_dims(x)
-        self.low = x.amin(dim=dims, keepdim=True)[0]
-        self.span = (x.amax(dim=dims, keepdim=True)[0] - self.low).clamp_min(self.eps)
+        low, high = _nan_min_max(x, _stat_dims(x))
+        self.low, self.span = low[0], (high[0] - low[0]).clamp_min(self.eps)
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.low.to(x.device)) / self.span.to(x.device)
+
+
+@NORMALIZERS.register("whiten")
+class Whiten(Normalizer):
+    """PCA or ZCA whitening: decorrelated features of unit variance (covariance ~ identity).
+
+    Each sample is one vector (images and tabular data); sequences (N, T, F) are whitened per
+    time step over their F features. `pca` rotates onto the principal axes (x - mean) U S^-1/2;
+    `zca` rotates back, (x - mean) U S^-1/2 U^T, so the result stays close to the input
+    (images still look like images). `epsilon` is added to the eigenvalues: it bounds the
+    amplification of low-variance directions (noise).
+    """
+
+    def __init__(self, method: Literal["pca", "zca"] = "zca", epsilon: Annotated[float, Field(ge=0)] = 1e-5):
+        self.method, self.epsilon = method, epsilon
+
+    @staticmethod
+    def _rows(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1]) if x.dim() == 3 else x.reshape(len(x), -1)
+
+    def fit(self, x: torch.Tensor) -> "Whiten":
+        rows = self._rows(x).double()
+        rows = rows[~rows.isnan().any(dim=1)]  # padding rows of variable-length sequences
+        mean = rows.mean(dim=0)
+        centred = rows - mean
+        cov = centred.T @ centred / max(len(rows) - 1, 1)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        matrix = eigvecs / (eigvals.clamp_min(0) + self.epsilon).sqrt()
+        if self.method == "zca":
+            matrix = matrix @ eigvecs.T
+        self.mean, self.matrix = mean.float(), matrix.float()
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._rows(x)
+        out = (rows - self.mean.to(x.device)) @ self.matrix.to(x.device)
+        return out.reshape(x.shape)
 
 
 # Augmentations: callables on a whole batch (N, C, H, W) on its device, drawing from `generator`.

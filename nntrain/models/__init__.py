@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from typing import Any, Optional
 
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from nntrain.errors import ConfigError
+from nntrain.errors import CheckpointError, ConfigError
 from nntrain.registry import Registry
 
 MODELS = Registry("model")
+
+
+class InitFrom(BaseModel):
+    """`model.init_from`: start a submodule from another run's weights (transfer learning).
+
+    `component` names a submodule (`encoder`, `rnn`, `encoder.0`; dotted paths work); its
+    weights come from the submodule of the same name in the checkpoint's model. No component:
+    the whole model. `freeze: true` keeps the component fixed: no gradients, no optimizer
+    updates, and it stays in eval mode (dropout off, batch-norm statistics unchanged).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: str
+    component: Optional[str] = None
+    freeze: bool = False
 
 
 def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
@@ -23,7 +40,7 @@ def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
         ConfigError: an explicit size disagrees with the data.
     """
     params = MODELS.parameters(spec["name"])
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "init_from")}
     for key, value in inferred.items():
         if key not in params:
             continue
@@ -39,8 +56,70 @@ def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
             f"model.{missing[0]}: model '{spec['name']}' needs it and the data doesn't determine it; "
             f"set it in the config"
         )
-    return MODELS.build({"name": spec["name"], **kwargs})
+    model = MODELS.build({"name": spec["name"], **kwargs})
+    if spec.get("init_from") is not None:
+        init_from(model, InitFrom.model_validate(spec["init_from"]), spec["name"])
+    return model
+
+
+def _freeze(module: nn.Module) -> None:
+    module.requires_grad_(False)
+    # Fixed means fixed: the component ignores model.train(), so dropout stays off and batch-norm
+    # statistics stop moving while the rest of the model trains.
+    module.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), module)
+    module.eval()
+
+
+def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
+    """Loads `spec.component`'s weights from an nntrain checkpoint into `model` (and freezes it).
+
+    Raises:
+        ConfigError: the model has no such submodule, or `freeze` without a component.
+        CheckpointError: the checkpoint is unreadable, lacks the component, or its shapes differ.
+    """
+    from nntrain.checkpoint import load_checkpoint
+
+    component, path = spec.component, spec.checkpoint
+    if spec.freeze and not component:
+        raise ConfigError("model.init_from.freeze: name the component to freeze (e.g. component: encoder)")
+    target = model
+    if component:
+        try:
+            target = model.get_submodule(component)
+        except AttributeError:
+            children = ", ".join(n for n, _ in model.named_children())
+            raise ConfigError(
+                f"model.init_from.component: model '{name}' has no submodule '{component}' (it has: {children})"
+            ) from None
+    try:
+        state = full = load_checkpoint(path)["model"]
+    except CheckpointError as exc:
+        raise CheckpointError(f"model.init_from.checkpoint: {exc}") from None
+    if component:
+        prefix = component + "."
+        state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(
+                f"model.init_from.component: the model in {path} has no '{component}' "
+                f"(it has: {', '.join(sorted({k.split('.')[0] for k in full}))})"
+            )
+    own = target.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own if k in state and state[k].shape != own[k].shape
+    ]
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+        raise CheckpointError(
+            f"model.init_from: the weights of '{component or 'model'}' in {path} don't fit this model's "
+            f"(build it with the same sizes as the pretrained one): {shown}"
+        )
+    target.load_state_dict(state)
+    if spec.freeze:
+        _freeze(target)
 
 
 # Register the families (import for their side effect).
-from nntrain.models import lenet, mlp  # noqa: E402,F401
+from nntrain.models import autoencoder, lenet, mlp, rnn  # noqa: E402,F401
