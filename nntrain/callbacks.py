@@ -153,6 +153,8 @@ class ModelCheckpoint(Callback):
 class TensorBoardLogger(Callback):
     """Scalars with the optimizer step as x-axis: `train/loss` and `lr` per log interval, epoch metrics."""
 
+    STEP_TAGS = ("train/loss", "lr")
+
     def __init__(self, folder: Path, resume_step: Optional[int] = None):
         from torch.utils.tensorboard import SummaryWriter
 
@@ -166,7 +168,10 @@ class TensorBoardLogger(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
-            self.writer.add_scalar(key, value, trainer.step)
+            # Tags also logged per step get an `_epoch` suffix: one tag, one series.
+            tag = f"{key}_epoch" if key in self.STEP_TAGS else key
+            self.writer.add_scalar(tag, value, trainer.step)
+        self.writer.add_scalar("epoch", trainer.epoch, trainer.step)
         self.writer.flush()
 
     def on_fit_end(self, trainer: "Trainer") -> None:

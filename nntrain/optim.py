@@ -93,7 +93,7 @@ class Plateau:
         else:
             self.num_bad_epochs += 1
         if self.cooldown_counter > 0:
-            self.cooldown_counter -= 0
+            self.cooldown_counter -= 1
             self.num_bad_epochs = 0  # bad epochs during cooldown don't count
         if self.num_bad_epochs > self.patience:
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0

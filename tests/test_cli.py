@@ -62,8 +62,16 @@ def test_bad_config_in_a_subprocess_is_one_message_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{path}:4 optimizer.name: unknown optimizer 'adamm'; did you mean 'adam'?" in result.stderr
-    debug = _run(nntrain_cmd("check", path, "--debug"))  # --debug shows the traceback
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+
+
+def test_debug_lets_the_exception_through(cli, tmp_path):
+    from nntrain.errors import ConfigError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ndata: {dataset: {name: mnist_small}}\nmodel: {name: mlp}\noptimizer: {name: adamm}\n")
+    result = cli("check", path, "--debug")  # --debug: the traceback instead of one line
+    assert isinstance(result.exception, ConfigError)
+    assert "did you mean 'adam'" in str(result.exception)
 
 
 def test_list_everything(cli):

@@ -98,6 +98,14 @@ def test_resume_is_bitwise_equal(tmp_path, monkeypatch, stop_step):
 
     assert steps(run_dir) == steps(_run_dirs(straight)[0])
 
+    # TensorBoard: the resumed stream purges what the interrupted run logged after its checkpoint.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    logged = [e.step for e in events.Scalars("train/loss")]
+    assert logged == list(range(1, 13))  # 3 epochs x 4 updates, logged every step, each once
+
 
 def test_early_stopping_counters_survive_resume(tmp_path, monkeypatch):
     # patience 1 with min_delta huge: stops after epoch 2 in one go; a resume after epoch 1 must agree.

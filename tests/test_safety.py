@@ -144,3 +144,11 @@ def test_two_seeded_deterministic_runs_are_identical(tmp_path):
     (curve_a, weights_a), (curve_b, weights_b) = runs
     assert curve_a == curve_b
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_unwritable_run_folder_is_a_clear_run_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = _cfg(blocker)  # log.dir is a file: the run folder cannot be created
+    with pytest.raises(RunError, match="cannot create the run folder"):
+        fit(cfg, progress=False)
