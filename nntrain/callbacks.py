@@ -53,9 +53,13 @@ def improved(value: float, best: Optional[float], mode: str, min_delta: float = 
 class EarlyStopping(Callback):
     """Stops when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
 
-    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float = 0.0):
+    def __init__(
+        self, monitor: str, mode: str, patience: int, min_delta: float = 0.0, restore_best: bool = False
+    ):
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.restore_best = restore_best
         self.best: Optional[float] = None
+        self.best_state: Optional[dict[str, Any]] = None  # weights of the best epoch (restore_best)
         self.wait = 0
         self.reason: Optional[str] = None
 
@@ -74,15 +78,22 @@ class EarlyStopping(Callback):
         return False
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
-        if self._evaluate(metrics[self.monitor]):
+        stop = self._evaluate(metrics[self.monitor])
+        if self.restore_best and self.wait == 0 and not stop:  # this epoch is the new best
+            self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        if stop:
             trainer.should_stop = True
             trainer.stop_reason = f"early stopping: {self.reason}"
+            if self.restore_best and self.best_state is not None:
+                trainer.model.load_state_dict(self.best_state)
+                trainer.stop_reason += f"; restored the weights of the best epoch ({self.best:.4g})"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait, "reason": self.reason}
+        return {"best": self.best, "wait": self.wait, "reason": self.reason, "best_state": self.best_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.wait, self.reason = state["best"], state["wait"], state["reason"]
+        self.best_state = state.get("best_state")
 
 
 class ModelCheckpoint(Callback):
@@ -162,9 +173,20 @@ class TensorBoardLogger(Callback):
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(str(folder), purge_step=purge)
 
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        from nntrain.config import to_yaml
+
+        self.writer.add_text("config", "```yaml\n" + to_yaml(trainer.cfg) + "\n```", trainer.step)
+
     def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, trainer.step)
+        every = trainer.cfg.log.histograms_every_n_steps
+        if every and trainer.step % every == 0:
+            for name, p in trainer.model.named_parameters():
+                self.writer.add_histogram(f"weights/{name}", p.detach(), trainer.step)
+                if p.grad is not None:
+                    self.writer.add_histogram(f"grads/{name}", p.grad.detach(), trainer.step)
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -175,7 +197,24 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer: "Trainer") -> None:
+        if trainer.interrupted is None and trainer.last_metrics:
+            self._write_hparams(trainer)
         self.writer.close()
+
+    def _write_hparams(self, trainer: "Trainer") -> None:
+        """One HPARAMS-tab entry: the flattened config against the final and best metrics."""
+        from torch.utils.tensorboard.summary import hparams
+
+        params = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                  for k, v in _flatten(trainer.cfg.to_dict()).items()}
+        results = {f"hparam/{k}": v for k, v in trainer.last_metrics.items()}
+        for cb in trainer.callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.best is not None:
+                results[f"hparam/best_{cb.monitor}"] = cb.best
+        for summary in hparams(params, results):
+            self.writer.file_writer.add_summary(summary)
+        for key, value in results.items():
+            self.writer.add_scalar(key, value, trainer.step)
 
 
 class MetricsLog(Callback):
@@ -251,6 +290,16 @@ class ProgressBar(Callback):
 
     def on_fit_end(self, trainer: "Trainer") -> None:
         self.progress.stop()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = "none" if value is None else value
+    return flat
 
 
 def _fmt(value: float) -> str:

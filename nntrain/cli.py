@@ -151,7 +151,18 @@ def eval_(
 
 
 @app.command()
-def check(config: ConfigArg, set_: SetOpt = None, debug: DebugOpt = False) -> None:
+def check(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    plot_lr: Annotated[bool, typer.Option(
+        "--plot-lr", help="Also preview the LR of every optimizer update of the run (table, and a PNG or CSV)."
+    )] = False,
+    plot_out: Annotated[Optional[Path], typer.Option(
+        "--plot-out", help="Where --plot-lr writes: .png (needs matplotlib) or .csv "
+                           "[default: <log.dir>/<name>/lr_schedule.png, or .csv without matplotlib]."
+    )] = None,
+    debug: DebugOpt = False,
+) -> None:
     """Validate a config, build everything, run one training batch and print the model summary."""
 
     def work() -> None:
@@ -174,6 +185,67 @@ def check(config: ConfigArg, set_: SetOpt = None, debug: DebugOpt = False) -> No
             f"{0 if parts.data.test is None else len(parts.data.test[0])}  |  device {parts.device}"
         )
         console.print(f"one training step: train/loss {metrics['train/loss']:.4f}  [green]config OK[/]")
+        if plot_lr or plot_out is not None:
+            _print_schedule(cfg, parts.updates_per_epoch, plot_out)
+
+    _run(debug, work)
+
+
+def _print_schedule(cfg: Any, steps_per_epoch: int, out: Optional[Path]) -> None:
+    """`check --plot-lr`: the LR per optimizer update, every Nth update plus epoch starts."""
+    from nntrain.lr_find import schedule_preview
+
+    preview = schedule_preview(cfg, steps_per_epoch, out)
+    cycled = len({r[3] for r in preview.rows}) > 1
+    table = Table(title=f"LR schedule: {cfg.scheduler.name if cfg.scheduler else 'constant'}", title_justify="left")
+    for col in ("update", "epoch", "lr", *(["momentum"] if cycled else []), ""):
+        table.add_column(col, justify="left" if not col else "right")
+    for update, epoch, lr, momentum in preview.rows:
+        bar = "█" * round(20 * lr / preview.max_lr) if preview.max_lr > 0 else ""
+        table.add_row(str(update), str(epoch), f"{lr:.4g}", *([f"{momentum:.3f}"] if cycled else []), bar)
+    console.print(table)
+    for note in preview.notes:
+        console.print(f"  {note}", highlight=False)
+    console.print(f"every update's LR written to {preview.path}", highlight=False)
+
+
+@app.command("lr-find")
+def lr_find(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    start_lr: Annotated[float, typer.Option("--start-lr", help="First LR of the sweep.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", help="Last LR of the sweep.")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer updates in the sweep.")] = 100,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="CSV of (lr, loss, smoothed); a PNG goes next to it when matplotlib is installed "
+                      "[default: <log.dir>/<name>/lr_find.csv]."
+    )] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """LR range test: raise the LR exponentially batch by batch; plot the loss and suggest an LR."""
+
+    def work() -> None:
+        from nntrain.lr_find import find_lr, save_range_test, sketch
+
+        cfg = _load(config, set_)
+        console.print(
+            f"[bold]nntrain lr-find[/] {config}  ({cfg.optimizer.name}, {steps} updates, "
+            f"lr {start_lr:g} -> {end_lr:g})", highlight=False,
+        )
+        result = find_lr(cfg, start_lr, end_lr, steps)
+        console.print(sketch(result.lrs, result.smoothed, mark=result.suggestion), highlight=False, markup=False)
+        console.print(
+            f"smoothed training loss against the LR (log scale); | marks the suggestion. "
+            f"{len(result.lrs)} updates" + (f"; stopped: {result.stop_reason}" if result.stop_reason else ""),
+            highlight=False,
+        )
+        paths = save_range_test(result, out or Path(cfg.log.dir) / cfg.name / "lr_find.csv")
+        console.print(f"curve written to {', '.join(map(str, paths))}", highlight=False)
+        console.print(
+            f"suggested lr [bold]{result.suggestion:.2g}[/] (steepest descent of the smoothed loss); "
+            f"lowest loss at {result.min_loss_lr:.2g} (a tenth of it: {result.min_loss_lr / 10:.2g}). "
+            f"Try: --set optimizer.lr={result.suggestion:.2g}", highlight=False,
+        )
 
     _run(debug, work)
 

@@ -90,6 +90,7 @@ class EarlyStoppingConfig(_Strict):
     mode: Mode = None  # None: max for accuracies, min otherwise
     patience: int = Field(5, ge=1)
     min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = False  # on stopping, put the best epoch's weights back into the model
 
 
 class CheckpointConfig(_Strict):
@@ -118,6 +119,7 @@ class LogConfig(_Strict):
     dir: str = "runs"
     tensorboard: bool = True
     every_n_steps: int = Field(50, gt=0)
+    histograms_every_n_steps: Optional[int] = Field(None, gt=0)  # weight/grad histograms (costly)
 
 
 class Config(_Strict):

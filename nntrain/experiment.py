@@ -271,7 +271,9 @@ def fit(
     if train.early_stopping is not None:
         es = train.early_stopping
         callbacks.append(
-            EarlyStopping(es.monitor, monitor_mode(es.monitor, es.mode), es.patience, es.min_delta)
+            EarlyStopping(
+                es.monitor, monitor_mode(es.monitor, es.mode), es.patience, es.min_delta, es.restore_best
+            )
         )
     if cfg.log.tensorboard:
         callbacks.append(TensorBoardLogger(run_dir, resume_step))

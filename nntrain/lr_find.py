@@ -235,3 +235,57 @@ def preview_rows(rows: Sequence[tuple], steps_per_epoch: int, warmup: int, max_r
     keep |= set(range(0, total, every))
     keep |= {e * steps_per_epoch for e in range(0, epochs, epoch_every)}
     return [rows[i] for i in sorted(keep)]
+
+
+def save_range_test(result: RangeTest, path: Path) -> list[Path]:
+    """Writes `path` with suffix .csv (lr, loss, smoothed) and, with matplotlib, .png; returns the paths."""
+    written = [write_csv(path.with_suffix(".csv"), ("lr", "loss", "smoothed"),
+                         list(zip(result.lrs, result.losses, result.smoothed)))]
+    png = write_png(path.with_suffix(".png"), result.lrs, {"loss": result.losses, "smoothed": result.smoothed},
+                    "learning rate", "training loss", logx=True, mark=result.suggestion)
+    return written + ([png] if png else [])
+
+
+@dataclass
+class SchedulePreview:
+    """What `check --plot-lr` shows: selected rows, notes and the file written."""
+
+    rows: list[tuple[int, int, float, Optional[float]]]
+    notes: list[str]
+    path: Path
+    max_lr: float
+
+
+def schedule_preview(cfg: Config, steps_per_epoch: int, path: Optional[Path] = None) -> SchedulePreview:
+    """Simulates the LR of every optimizer update of `cfg`'s run and writes it to a PNG or a CSV.
+
+    Args:
+        cfg: the config; its scheduler and optimizer sections are used.
+        steps_per_epoch: optimizer updates per epoch (`Parts.updates_per_epoch`).
+        path: .png (needs matplotlib) or .csv; default <log.dir>/<name>/lr_schedule.png, or .csv
+            when matplotlib is not installed.
+    """
+    from nntrain.optim import preview_schedule
+
+    spec = None if cfg.scheduler is None else cfg.scheduler.model_dump()
+    epochs = cfg.train.epochs
+    rows, warmup = preview_schedule(spec, cfg.optimizer.model_dump(), steps_per_epoch, epochs)
+    rows = [(update, epoch + 1, lr, momentum) for update, epoch, lr, momentum in rows]  # epochs from 1
+    notes = [f"{len(rows)} optimizer updates = {epochs} epochs x {steps_per_epoch} updates per epoch"]
+    if spec is None:
+        notes.append("no scheduler: the LR stays constant")
+    if warmup:
+        notes.append(f"warmup: the first {warmup} updates")
+    elif spec["name"] in ("reduce_on_plateau", "newbob"):
+        notes.append(f"{spec['name']} is simulated with a metric that never improves after its first value: "
+                     f"each reduction comes as early as the rule allows, the lowest LRs the run could see")
+    if path is None:
+        path = Path(cfg.log.dir) / cfg.name / ("lr_schedule.png" if _have_matplotlib() else "lr_schedule.csv")
+    if path.suffix == ".png":
+        if not _have_matplotlib():
+            raise ConfigError(f"--plot-out {path}: writing a PNG needs matplotlib (pip install matplotlib); "
+                              f"give a .csv path instead")
+        write_png(path, [r[0] for r in rows], {"lr": [r[2] for r in rows]}, "optimizer update", "learning rate")
+    else:
+        write_csv(path, ("update", "epoch", "lr", "momentum"), rows)
+    return SchedulePreview(preview_rows(rows, steps_per_epoch, warmup), notes, path, max(r[2] for r in rows))

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from nntrain.config import Monitor, monitor_mode
+from nntrain.config import METRICS, Monitor, monitor_mode
 from nntrain.errors import CheckpointError, ConfigError, RunError
 from nntrain.losses import penalized_parameters
 from nntrain.registry import Registry
@@ -469,8 +469,10 @@ def build_schedule(
 
 def preview_schedule(
     spec: Optional[dict[str, Any]], optimizer_spec: dict[str, Any], steps_per_epoch: int, epochs: int
-) -> list[tuple[int, int, float, Optional[float]]]:
-    """(update, epoch, lr, momentum) for every optimizer update of a run, simulated on a throwaway optimizer.
+) -> tuple[list[tuple[int, int, float, Optional[float]]], int]:
+    """(update, epoch, lr, momentum) for every optimizer update of a run, and the warmup's length.
+
+    Simulated on a throwaway optimizer; momentum is SGD's momentum or Adam's beta1 (None without one).
 
     Plateau schedules see the same metric values after every epoch, i.e. they never improve after the
     first post-warmup epoch: the LR drops as early as the rule allows (the lowest LR curve possible).
@@ -478,14 +480,15 @@ def preview_schedule(
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = OPTIMIZERS.build(optimizer_spec, params=[weight])
     schedule = build_schedule(spec, optimizer, steps_per_epoch, epochs)
-    flat = {"train/loss": 1.0, "val/loss": 1.0, "val/acc": 0.5}
+    flat = dict.fromkeys(METRICS, 1.0)
     rows = []
     for epoch in range(epochs):
         for _ in range(steps_per_epoch):
             group = optimizer.param_groups[0]
-            rows.append((len(rows), epoch, group["lr"], schedule.momentum() if schedule else None))
+            momentum = group["betas"][0] if "betas" in group else group.get("momentum")
+            rows.append((len(rows), epoch, group["lr"], momentum))
             if schedule is not None:
                 schedule.after_update()
         if schedule is not None:
             schedule.after_epoch({**flat, "lr": optimizer.param_groups[0]["lr"]})
-    return rows
+    return rows, 0 if schedule is None else schedule.warmup.steps

@@ -164,21 +164,26 @@ class Trainer:
             self.samples_seen += len(x)
         if not update:
             return
+        log_now = (self.step + 1) % self.cfg.log.every_n_steps == 0
         clip = self.cfg.train.grad_clip
+        if clip is not None or log_now:
+            self.scaler.unscale_(self.optimizer)  # clip and measure the true gradients, not scaled ones
+        grads = self._grad_norms() if log_now else None
         if clip is not None:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             if clip.norm is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), clip.norm)
             else:
                 nn.utils.clip_grad_value_(self.model.parameters(), clip.value)
+            if grads is not None:
+                grads["train/grad_norm_clipped"] = self._total_grad_norm()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if log_now:
+            self._log_step(grads)  # before zero_grad and the LR update: logs this update's LR and grads
+        self.optimizer.zero_grad(set_to_none=True)
         if self.schedule is not None:
             self.schedule.after_update()
-        if self.step % self.cfg.log.every_n_steps == 0:
-            self._log_step()
 
     def _flush_loss(self) -> Optional[float]:
         """Moves the interval's loss into the epoch sums; returns its mean (one host sync)."""
@@ -200,12 +205,33 @@ class Trainer:
                 f"are kept. Lower optimizer.lr, set train.grad_clip, or set train.on_nan: skip"
             )
 
-    def _log_step(self) -> None:
+    def _total_grad_norm(self) -> torch.Tensor:
+        norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+        return torch.stack(norms).norm() if norms else torch.zeros((), device=self.device)
+
+    def _grad_norms(self) -> dict[str, torch.Tensor]:
+        """Global and per-parameter gradient L2 norms (on the device; read once at the log)."""
+        grads = {
+            f"grad_norm/{name}": p.grad.detach().norm()
+            for name, p in self.model.named_parameters()
+            if p.grad is not None
+        }
+        total = torch.stack(list(grads.values())).norm() if grads else torch.zeros((), device=self.device)
+        return {"train/grad_norm": total, **grads}
+
+    def _log_step(self, grads: Optional[dict[str, torch.Tensor]] = None) -> None:
         loss = self._flush_loss()
         if loss is None:
             return
         self._check_finite(loss)
-        self._call("on_log", {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
+        group = self.optimizer.param_groups[0]
+        metrics = {"train/loss": loss, "lr": group["lr"]}
+        if "momentum" in group or "betas" in group:  # cycled by onecycle
+            metrics["momentum"] = group["betas"][0] if "betas" in group else group["momentum"]
+        if grads:
+            values = torch.stack(list(grads.values())).float().tolist()  # one host sync
+            metrics.update(zip(grads, values))
+        self._call("on_log", metrics)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
         """Mean loss (and accuracy for classification) over `split`, read back once."""

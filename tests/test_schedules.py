@@ -354,10 +354,11 @@ def test_warmup_longer_than_the_run_is_a_config_error():
 
 
 def test_preview_simulates_every_update_with_a_flat_metric_for_plateau():
-    rows = preview_schedule({"name": "newbob", "warmup_steps": 2}, {"name": "sgd", "lr": 0.1}, 3, 4)
+    rows, warmup = preview_schedule({"name": "newbob", "warmup_steps": 2}, {"name": "sgd", "lr": 0.1}, 3, 4)
+    assert warmup == 2
     assert [r[0] for r in rows] == list(range(12)) and [r[1] for r in rows] == [u // 3 for u in range(12)]
     # epoch 0 sets the best; epochs 1 and 2 do not improve -> halved after each.
     expected = [0.1 * _warm(u, 2) if u < 2 else 0.1 * [1, 1, 0.5, 0.25][u // 3] for u in range(12)]
     assert [r[2] for r in rows] == pytest.approx(expected, rel=1e-12)
-    constant = preview_schedule(None, {"name": "adam", "lr": 0.01}, 2, 2)
+    constant, _ = preview_schedule(None, {"name": "adam", "lr": 0.01}, 2, 2)
     assert [r[2] for r in constant] == [0.01] * 4

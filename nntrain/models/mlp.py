@@ -1,5 +1,6 @@
 """Multi-layer perceptron: the course's first network."""
 
+from collections import OrderedDict
 from typing import Annotated, Any, Optional, Union
 
 from pydantic import Field
@@ -23,17 +24,17 @@ def mlp(
     init: Optional[Activation] = None,
 ) -> nn.Module:
     """Flatten -> [Linear -> (BatchNorm) -> activation -> (Dropout)] * len(hidden) -> Linear."""
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     width = in_features
-    for h in hidden:
-        layers.append(nn.Linear(width, h))
+    for i, h in enumerate(hidden, start=1):
+        layers[f"fc{i}"] = nn.Linear(width, h)
         if batch_norm:
-            layers.append(nn.BatchNorm1d(h))
-        layers.append(build_activation(activation))
+            layers[f"bn{i}"] = nn.BatchNorm1d(h)
+        layers[f"act{i}"] = build_activation(activation)
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers[f"drop{i}"] = nn.Dropout(dropout)
         width = h
-    layers.append(nn.Linear(width, num_classes))
-    model = nn.Sequential(*layers)
+    layers["out"] = nn.Linear(width, num_classes)
+    model = nn.Sequential(OrderedDict(layers))
     apply_init(model, init)
     return model
