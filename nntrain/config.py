@@ -105,7 +105,8 @@ class TrainConfig(_Strict):
     epochs: int = Field(10, gt=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (checkpoints still hold plain weights)
+    channels_last: bool = True  # NHWC memory layout for image batches on CUDA (ignored elsewhere)
     accumulate: int = Field(1, ge=1)
     grad_clip: Optional[GradClip] = None
     early_stopping: Optional[EarlyStoppingConfig] = None

@@ -151,9 +151,10 @@ def build_parts(
     model.to(device)
     data.to(device)  # in-memory data lives where training runs: no per-step host-to-device copy
     loss_fn = build_loss(cfg.loss.model_dump(), data.info).to(device)
-    optimizer = build_optimizer(
-        cfg.optimizer.model_dump(), model, cfg.regularization.include_bias_and_norm
-    )
+    opt_spec = cfg.optimizer.model_dump()
+    if device.type == "cuda" and opt_spec["name"] in ("adam", "adamw", "sgd"):
+        opt_spec.setdefault("fused", True)  # one kernel for the whole update instead of one per tensor
+    optimizer = build_optimizer(opt_spec, model, cfg.regularization.include_bias_and_norm)
     parts = Parts(cfg, data, model, loss_fn, optimizer, None, device)
     spec = None if cfg.scheduler is None else cfg.scheduler.model_dump()
     parts.schedule = build_schedule(spec, optimizer, parts.updates_per_epoch, cfg.train.epochs)
@@ -321,6 +322,8 @@ def fit(
         "time_s": round(time.perf_counter() - start, 3),
         "train_time_s": round(trainer.train_time, 3),
         "samples_per_s": round(trainer.samples_seen / max(trainer.train_time, 1e-9), 1),
+        "step_time_ms": round(1000 * trainer.train_time / max(trainer.step, 1), 3),
+        "data_wait_share": round(trainer.data_time / max(trainer.train_time, 1e-9), 4),
     }
     best_path = run_dir / "checkpoints" / "best.pt"
     if train.test_at_end and parts.data.test is not None and best_path.exists():

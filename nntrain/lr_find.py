@@ -274,11 +274,11 @@ def schedule_preview(cfg: Config, steps_per_epoch: int, path: Optional[Path] = N
     notes = [f"{len(rows)} optimizer updates = {epochs} epochs x {steps_per_epoch} updates per epoch"]
     if spec is None:
         notes.append("no scheduler: the LR stays constant")
-    if warmup:
-        notes.append(f"warmup: the first {warmup} updates")
     elif spec["name"] in ("reduce_on_plateau", "newbob"):
         notes.append(f"{spec['name']} is simulated with a metric that never improves after its first value: "
                      f"each reduction comes as early as the rule allows, the lowest LRs the run could see")
+    if warmup:
+        notes.append(f"warmup: the first {warmup} updates")
     if path is None:
         path = Path(cfg.log.dir) / cfg.name / ("lr_schedule.png" if _have_matplotlib() else "lr_schedule.csv")
     if path.suffix == ".png":

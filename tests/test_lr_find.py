@@ -1,0 +1,143 @@
+"""The LR range test (`nntrain lr-find`) and the schedule preview (`nntrain check --plot-lr`)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from nntrain.cli import app
+from nntrain.config import validate
+from nntrain.experiment import build_parts
+from nntrain.lr_find import range_test, sketch, suggest
+
+CONFIG = {
+    "name": "lrf",
+    "seed": 0,
+    "data": {"dataset": {"name": "mnist_small"}, "batch_size": 64, "val_split": 0.1,
+             "normalize": {"name": "standardize"}},
+    "model": {"name": "mlp", "hidden": [128]},
+    "optimizer": {"name": "adam", "lr": 1.0e-3},
+    "train": {"epochs": 2, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return build_parts(validate(CONFIG))
+
+
+def test_adam_suggestion_is_plausible_and_the_model_is_left_untouched(parts):
+    weights = {k: v.clone() for k, v in parts.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    result = range_test(parts, start_lr=1e-7, end_lr=10.0, steps=100)
+
+    assert 1e-4 <= result.suggestion <= 1e-1, result.suggestion
+    assert result.suggestion < result.min_loss_lr  # the steepest descent comes before the minimum
+    assert 1e-3 <= result.min_loss_lr <= 1.0
+    # The sweep is exponential and the smoothing is a bias-corrected moving average (beta 0.98).
+    n = len(result.lrs)
+    assert result.lrs == pytest.approx([1e-7 * (1e8) ** (i / 99) for i in range(n)], rel=1e-9)
+    avg, expected = 0.0, []
+    for i, loss in enumerate(result.losses):
+        avg = 0.98 * avg + 0.02 * loss
+        expected.append(avg / (1 - 0.98 ** (i + 1)))
+    assert result.smoothed == pytest.approx(expected, rel=1e-9)
+    # It stops when the smoothed loss passes 4x its best (here: LR ~10 blows Adam up), not before.
+    if result.stop_reason is not None:
+        assert result.smoothed[-1] > 4 * min(result.smoothed) or not math.isfinite(result.losses[-1])
+    assert all(s <= 4 * min(result.smoothed[: i + 1]) for i, s in enumerate(result.smoothed[:-1]))
+
+    for key, value in parts.model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert parts.optimizer.state_dict()["state"] == {}  # Adam's moments from the sweep are gone
+    assert [g["lr"] for g in parts.optimizer.param_groups] == [1e-3] * len(parts.optimizer.param_groups)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_the_suggested_lr_trains(parts):
+    """A short run at the suggestion beats the same run at a far too small LR."""
+    from nntrain.trainer import Trainer
+
+    suggestion = range_test(parts, steps=100).suggestion
+    losses = {}
+    for lr in (suggestion, 1e-6):
+        model = build_parts(validate(CONFIG)) if lr != suggestion else parts
+        for group in model.optimizer.param_groups:
+            group["lr"] = lr
+        trainer = Trainer(model.cfg, model.model, model.loss_fn, model.optimizer, None, model.data, model.device)
+        losses[lr] = [trainer.train_epoch()]
+        losses[lr].append(trainer.evaluate()["val/acc"])
+    assert losses[suggestion][1] > 0.9 > losses[1e-6][1]
+
+
+def test_accumulation_counts_updates(parts):
+    raw = {**CONFIG, "train": {**CONFIG["train"], "accumulate": 3}}
+    acc_parts = build_parts(validate(raw))
+    updates, forwards = [], []
+    acc_parts.optimizer.register_step_post_hook(lambda *a: updates.append(1))
+    acc_parts.model.register_forward_hook(lambda *a: forwards.append(1))
+    result = range_test(acc_parts, start_lr=1e-5, end_lr=1e-2, steps=20)
+    assert len(result.lrs) == len(updates) == 20 and len(forwards) == 60
+
+
+def test_suggest_finds_the_steepest_descent_of_a_known_curve():
+    x = np.linspace(-7, 1, 161)  # log10(lr)
+    loss = 1 + 1 / (1 + np.exp(3 * (x + 3))) + 0.1 * np.exp(2 * x)  # steepest at 1e-3, min near 1e-1
+    steepest, minimum = suggest(10**x, loss)
+    assert steepest == pytest.approx(1e-3, rel=0.13)
+    assert 10 ** x[np.argmin(loss)] == minimum and minimum > steepest
+
+
+def test_range_test_rejects_bad_ranges(parts):
+    from nntrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="start-lr"):
+        range_test(parts, start_lr=1.0, end_lr=0.1)
+
+
+def test_sketch_marks_the_suggestion():
+    text = sketch([1e-5, 1e-4, 1e-3, 1e-2], [2.0, 1.5, 1.0, 3.0], width=20, height=5, mark=1e-3)
+    assert "|" in text and "*" in text and "1e-05" in text
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _write(tmp_path, **changes) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "log": {"dir": str(tmp_path / "runs")}, **changes}))
+    return str(path)
+
+
+def test_cli_lr_find_writes_the_curve(tmp_path):
+    out = tmp_path / "curve.csv"
+    result = CliRunner().invoke(app, ["lr-find", _write(tmp_path), "--steps", "40", "--start-lr", "1e-5",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "suggested lr" in result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["lr", "loss", "smoothed"] and 2 <= len(rows) - 1 <= 40
+
+
+def test_cli_lr_find_bad_range_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["lr-find", _write(tmp_path), "--start-lr", "0"])
+    assert result.exit_code == 2
+    assert "start-lr" in result.output
+
+
+def test_cli_check_plot_lr_writes_every_update(tmp_path):
+    config = _write(tmp_path, scheduler={"name": "cosine", "warmup_steps": 10})
+    out = tmp_path / "schedule.csv"
+    result = CliRunner().invoke(app, ["check", config, "--plot-lr", "--plot-out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(out.open()))[1:]
+    updates = math.ceil(5400 / 64) * 2
+    assert len(rows) == updates and rows[0][:2] == ["0", "1"] and rows[-1][:2] == [str(updates - 1), "2"]
+    assert float(rows[0][2]) == pytest.approx(1e-4) and float(rows[10][2]) == pytest.approx(1e-3)
+    assert "warmup: the first 10 updates" in result.output
