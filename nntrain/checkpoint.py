@@ -66,6 +66,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or damaged?): {str(exc).splitlines()[0][:200]}"
         ) from None
+    except (KeyError, IndexError):
+        # Arbitrary bytes (a text file, say) reach torch's legacy unpickler, which fails this way.
+        raise CheckpointError(f"{path}: not a readable checkpoint: torch.save did not write this file") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an nntrain checkpoint (no '{FORMAT}' format marker)")
     return ckpt

@@ -6,6 +6,7 @@ Heavy imports (torch) happen inside the commands so that `nntrain --help` stays 
 from __future__ import annotations
 
 import enum
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -49,7 +51,7 @@ def _run(debug: bool, work: Callable[[], Any]) -> Any:
     except NntrainError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -90,19 +92,29 @@ def fit(
     allow_config_change: Annotated[
         bool, typer.Option("--allow-config-change", help="Resume even if the config differs from the run's.")
     ] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Data-parallel processes on this machine (runs torchrun).")
+    ] = 1,
     debug: DebugOpt = False,
 ) -> None:
     """Train the model a config describes, into runs/<name>/<stamp>/."""
+    if os.environ.get("RANK", "0") != "0":
+        console.quiet = True  # under torchrun, rank 0 speaks for the job
 
     def work() -> None:
+        from nntrain import distributed
         from nntrain.errors import Interrupted
         from nntrain.experiment import fit as fit_run
+
+        if nproc > 1 and not distributed.launched():
+            raise typer.Exit(distributed.launch(nproc, _argv_without("--nproc")))
 
         cfg = _load(config, set_, name)
         action = f"resuming {resume}" if resume else f"{cfg.model.name} on {cfg.data.dataset.name}"
         console.print(f"[bold]nntrain fit[/] {config}  ({action})")
         try:
             summary = fit_run(cfg, console, resume=resume, allow_config_change=allow_config_change)
+            distributed.shutdown()
         except Interrupted as exc:
             args = [a for a in _argv_without("--resume")]
             command = " ".join(shlex.quote(a) for a in ["nntrain", *args, "--resume", exc.run_dir])
@@ -159,7 +171,7 @@ def check(
     )] = False,
     plot_out: Annotated[Optional[Path], typer.Option(
         "--plot-out", help="Where --plot-lr writes: .png (needs matplotlib) or .csv "
-                           "[default: <log.dir>/<name>/lr_schedule.png, or .csv without matplotlib]."
+                           "(default: <log.dir>/<name>/lr_schedule.png, or .csv without matplotlib)."
     )] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -218,7 +230,7 @@ def lr_find(
     steps: Annotated[int, typer.Option("--steps", help="Optimizer updates in the sweep.")] = 100,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="CSV of (lr, loss, smoothed); a PNG goes next to it when matplotlib is installed "
-                      "[default: <log.dir>/<name>/lr_find.csv]."
+                      "(default: <log.dir>/<name>/lr_find.csv)."
     )] = None,
     debug: DebugOpt = False,
 ) -> None:

@@ -123,6 +123,97 @@ class LogConfig(_Strict):
     histograms_every_n_steps: Optional[int] = Field(None, gt=0)  # weight/grad histograms (costly)
 
 
+_PARAM_KEYS = {
+    "loguniform": ("type", "low", "high"),
+    "uniform": ("type", "low", "high", "step"),
+    "int": ("type", "low", "high", "step", "log"),
+    "choice": ("type", "values"),
+}
+
+
+class SweepParam(BaseModel):
+    """One searched key: `{type: loguniform|uniform|int|choice, ...}`; a plain list is a choice.
+
+    loguniform: low, high (low > 0), sampled on a log scale. uniform: low, high, optional `step`
+    (a grid low, low+step, ..., high). int: low, high, optional `step` or `log: true`. choice: `values`,
+    any YAML values (a list for `model.hidden`, a mapping for a whole section).
+    """
+
+    model_config = ConfigDict(extra="allow")  # which keys are allowed depends on `type`: checked below
+    type: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    log: bool = False
+    values: Optional[list[Any]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"type": "choice", "values": data}
+        if not isinstance(data, dict):
+            raise ValueError(
+                "expected a mapping such as {type: loguniform, low: 1.0e-4, high: 0.1} or a list of values"
+            )
+        kind = data.get("type")
+        if kind is None:
+            raise ValueError(f"missing 'type' (choices: {', '.join(_PARAM_KEYS)})")
+        if kind not in _PARAM_KEYS:
+            close = difflib.get_close_matches(str(kind), _PARAM_KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown type '{kind}'{hint} (choices: {', '.join(_PARAM_KEYS)})")
+        for key in data:
+            if key not in _PARAM_KEYS[kind]:
+                raise ValueError(f"{_unknown_key(str(key), list(_PARAM_KEYS[kind]))} for type {kind}")
+        return data
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SweepParam":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty list 'values'")
+            labels = [json.dumps(v, sort_keys=True) for v in self.values]
+            if len(set(labels)) < len(labels):
+                raise ValueError(f"choice 'values' has duplicates: {self.values!r}")
+            return self
+        low, high = self.low, self.high
+        if low is None or high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        if not low < high:
+            raise ValueError(f"'low' must be below 'high' (got low={low:g}, high={high:g})")
+        if self.type == "loguniform" and low <= 0:
+            raise ValueError(f"loguniform needs low > 0 (got low={low:g})")
+        if self.type == "int":
+            numbers = {"low": low, "high": high, "step": self.step}
+            odd = [f"{k}={v:g}" for k, v in numbers.items() if v is not None and not float(v).is_integer()]
+            if odd:
+                raise ValueError(f"int needs integer low, high and step (got {', '.join(odd)})")
+            if self.log and self.step is not None:
+                raise ValueError("int takes 'step' or 'log: true', not both")
+            if self.log and low < 1:
+                raise ValueError(f"int with log: true needs low >= 1 (got low={low:g})")
+        if self.step is not None and not 0 < self.step <= high - low:
+            raise ValueError(f"'step' must be in (0, high - low] (got step={self.step:g})")
+        return self
+
+
+class SweepConfig(_Strict):
+    """`nntrain sweep`: the metric to optimize, how to search, and the searched keys.
+
+    `nntrain fit` ignores this section: it is how to search, not what a run trains.
+    """
+
+    metric: Monitor
+    direction: Optional[Literal["maximize", "minimize"]] = None  # None: maximize accuracies, minimize the rest
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    pruner: Literal["hyperband", "median", "none"] = "hyperband"
+    trials: Optional[int] = Field(None, gt=0)  # None: 20, or every point of the grid for the grid sampler
+    min_epochs: int = Field(1, ge=1)  # epochs every trial runs before the pruner may stop it
+    seed: Optional[int] = None  # the sampler's seed; None: the config's seed
+    params: dict[str, SweepParam] = Field(min_length=1)  # dotted config key -> distribution
+
+
 class Config(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     seed: int = 0
@@ -134,9 +225,12 @@ class Config(_Strict):
     regularization: RegularizationConfig = RegularizationConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
+    sweep: Optional[SweepConfig] = None  # `nntrain sweep` only
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The trained config: without `sweep` (how to search, not what a run trains), so run folders,
+        checkpoints and the config hash are the same with or without one."""
+        return self.model_dump(mode="json", exclude={"sweep"})
 
     def hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True)

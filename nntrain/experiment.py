@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nntrain import distributed
 from nntrain.callbacks import EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger
 from nntrain.checkpoint import load_checkpoint, provenance
 from nntrain.config import TASK_METRICS, Config, monitor_mode, to_yaml
@@ -138,7 +139,7 @@ def build_parts(
     in training (normalizer statistics; a source's vocabulary or scaler, `DataInfo.source_state`).
     """
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.train.device)
+    device = distributed.init(cfg.train.device) or resolve_device(cfg.train.device)
     if cfg.train.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic (torch's reproducibility notes).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -253,18 +254,24 @@ def fit(
                 + "\nresume with the same config and --set options, or pass --allow-config-change"
             )
     # Every config and data error surfaces before a run folder is created.
-    parts = build_parts(cfg, normalizer_state=None if ckpt is None else ckpt.get("normalizer"))
+    parts = build_parts(
+        cfg,
+        normalizer_state=None if ckpt is None else ckpt.get("normalizer"),
+        data_info=None if ckpt is None else ckpt.get("data_info"),
+    )
+    main = distributed.is_main()  # under torchrun, only rank 0 writes files
     try:
-        if ckpt is None:
-            run_dir = make_run_dir(cfg)
-            (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-        else:
+        if ckpt is not None:
             run_dir = ckpt_path.parent.parent
-            if diff:  # the original config.yaml stays; the changed one is kept beside it
+            if diff and main:  # the original config.yaml stays; the changed one is kept beside it
                 stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
                 (run_dir / f"config.resumed-{stamp}.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        elif main:
+            run_dir = make_run_dir(cfg)
+            (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
     except OSError as exc:
         raise RunError(f"cannot write the run folder: {exc.strerror or exc} ({exc.filename})") from None
+    run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
     train = cfg.train
     ckpt_cfg = train.checkpoint
     resume_step = None if ckpt is None else ckpt["step"]
@@ -276,16 +283,18 @@ def fit(
                 es.monitor, monitor_mode(es.monitor, es.mode), es.patience, es.min_delta, es.restore_best
             )
         )
-    if cfg.log.tensorboard:
+    if cfg.log.tensorboard and main:
         callbacks.append(TensorBoardLogger(run_dir, resume_step))
-    callbacks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
-    if progress:
+    if main:
+        callbacks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
+    if progress and main:
         callbacks.append(ProgressBar(console))
     checkpointer = ModelCheckpoint(
         run_dir / "checkpoints", ckpt_cfg.monitor, monitor_mode(ckpt_cfg.monitor, ckpt_cfg.mode),
         ckpt_cfg.every_n_epochs, ckpt_cfg.every_n_steps, ckpt_cfg.keep_top_k,
     )
-    callbacks.append(checkpointer)  # last: the checkpoint holds the other callbacks' updated state
+    if main:
+        callbacks.append(checkpointer)  # last: the checkpoint holds the other callbacks' updated state
     meta = {
         "data_info": parts.data.info.to_dict(),
         "normalizer": None if parts.data.normalizer is None else parts.data.normalizer.state_dict(),
@@ -321,18 +330,20 @@ def fit(
         "nan_skipped": trainer.nan_skipped,
         "time_s": round(time.perf_counter() - start, 3),
         "train_time_s": round(trainer.train_time, 3),
-        "samples_per_s": round(trainer.samples_seen / max(trainer.train_time, 1e-9), 1),
+        "samples_per_s": round(trainer.samples_seen * trainer.world / max(trainer.train_time, 1e-9), 1),
         "step_time_ms": round(1000 * trainer.train_time / max(trainer.step, 1), 3),
         "data_wait_share": round(trainer.data_time / max(trainer.train_time, 1e-9), 4),
     }
     best_path = run_dir / "checkpoints" / "best.pt"
+    distributed.barrier()  # rank 0 has written best.pt
     if train.test_at_end and parts.data.test is not None and best_path.exists():
         parts.model.load_state_dict(load_checkpoint(best_path)["model"])
         summary["test"] = evaluate(
             trainer.forward, parts.loss_fn, parts.data, "test", cfg, trainer.autocast, parts.model
         )
     try:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        if main:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     except OSError as exc:
         raise RunError(f"cannot write {run_dir / 'summary.json'}: {exc.strerror or exc}") from None
     return summary

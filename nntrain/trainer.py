@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
+from nntrain import distributed
 from nntrain.callbacks import Callback
 from nntrain.checkpoint import FORMAT, rng_state, set_rng_state
 from nntrain.config import Config
 from nntrain.data.loaders import Data, TensorLoader
 from nntrain.data.transforms import AUGMENTATIONS
-from nntrain.errors import RunError
+from nntrain.errors import ConfigError, RunError
 from nntrain.losses import penalized_parameters, penalty
 from nntrain.optim import Schedule
 
@@ -58,7 +60,14 @@ class Trainer:
         train = cfg.train
         self.epochs, self.accumulate = train.epochs, train.accumulate
         self.skip_nan = train.on_nan == "skip"
-        self.train_loader = TensorLoader(*data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
+        if self.skip_nan and distributed.world_size() > 1:
+            # A rank that skips its backward would leave the others waiting in DDP's all-reduce.
+            raise ConfigError("train.on_nan: 'skip' works in one process only; use 'stop' with torchrun")
+        self.world = distributed.world_size()
+        self.train_loader = TensorLoader(
+            *data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed,
+            rank=distributed.rank(), world=self.world,
+        )
         self.batches_per_epoch = len(self.train_loader)
         self.autocast = autocast(device, train.precision)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
@@ -67,7 +76,14 @@ class Trainer:
         self.channels_last = device.type == "cuda" and data.train[0].dim() == 4 and train.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(model) if train.compile else model
+        # DDP averages gradients across ranks in backward; `self.model` stays the unwrapped module.
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = self.ddp or model
+        self.forward = torch.compile(wrapped) if train.compile else wrapped
         self.aug_generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.augment = [AUGMENTATIONS.build(s, generator=self.aug_generator) for s in cfg.data.augment]
         reg = cfg.regularization
@@ -142,7 +158,7 @@ class Trainer:
             if update:
                 self._call("on_update")
                 # Stop only between updates, so a checkpoint never holds half an accumulation group.
-                if self.interrupted is not None:
+                if self._stop_requested():
                     return math.nan
             fetched = time.perf_counter()
         self._flush_loss()
@@ -152,8 +168,21 @@ class Trainer:
         self._check_finite(mean)
         return mean
 
+    def _stop_requested(self) -> bool:
+        if self.world > 1 and distributed.any_rank(self.interrupted is not None, self.device):
+            # Every rank stops at the same update, or the others would wait in the next all-reduce.
+            self.interrupted = self.interrupted or signal.SIGTERM
+        return self.interrupted is not None
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, update: bool = True) -> None:
         """Forward and backward on one batch; an optimizer update when `update` is True."""
+        # DDP: gradients of micro-batches are only all-reduced at the update that uses them.
+        with self.ddp.no_sync() if self.ddp is not None and not update else contextlib.nullcontext():
+            self._forward_backward(x, y, weight)
+        if update:
+            self._update()
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> None:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for augment in self.augment:
@@ -173,8 +202,8 @@ class Trainer:
             self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
             self._loss_count += len(x)
             self.samples_seen += len(x)
-        if not update:
-            return
+
+    def _update(self) -> None:
         log_now = (self.step + 1) % self.cfg.log.every_n_steps == 0
         clip = self.cfg.train.grad_clip
         if clip is not None or log_now:
@@ -197,12 +226,20 @@ class Trainer:
             self.schedule.after_update()
 
     def _flush_loss(self) -> Optional[float]:
-        """Moves the interval's loss into the epoch sums; returns its mean (one host sync)."""
-        if not self._loss_count:
+        """Moves the interval's loss into the epoch sums; returns its mean (one host sync).
+
+        Under DDP the sums of all ranks are added first, so every rank logs and decides alike.
+        """
+        count = self._loss_count
+        if self.world > 1:
+            total = torch.tensor(float(count), device=self.device)
+            distributed.all_reduce_sum(self._loss_sum, total)
+            count = int(total.item())
+        if not count:
             return None
         self._epoch_sum += self._loss_sum
-        self._epoch_count += self._loss_count
-        mean = (self._loss_sum / self._loss_count).item()
+        self._epoch_count += count
+        mean = (self._loss_sum / count).item()
         self._loss_sum.zero_()
         self._loss_count = 0
         return mean
@@ -335,7 +372,8 @@ def evaluate(
     was_training = module.training
     module.eval()
     x, y = data.split(split)
-    loader = TensorLoader(x, y, cfg.data.eval_batch_size)
+    # Under DDP each rank evaluates its shard; the sums are added up across ranks below.
+    loader = TensorLoader(x, y, cfg.data.eval_batch_size, rank=distributed.rank(), world=distributed.world_size())
     info = data.info
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
@@ -363,6 +401,7 @@ def evaluate(
             sq_sum += err.pow(2).sum()
             abs_sum += err.abs().sum()
     module.train(was_training)
+    distributed.all_reduce_sum(loss_sum, correct, sq_sum, abs_sum)
     metrics = {f"{split}/loss": (loss_sum / len(x)).item()}
     if classify:
         metrics[f"{split}/acc"] = correct.item() / len(x)

@@ -61,19 +61,23 @@ def test_adam_suggestion_is_plausible_and_the_model_is_left_untouched(parts):
 
 
 def test_the_suggested_lr_trains(parts):
-    """A short run at the suggestion beats the same run at a far too small LR."""
+    """One epoch at the suggestion reaches a usable accuracy; one at a far too small LR does not."""
     from nntrain.trainer import Trainer
 
     suggestion = range_test(parts, steps=100).suggestion
-    losses = {}
+    start = ({k: v.clone() for k, v in parts.model.state_dict().items()}, parts.optimizer.state_dict())
+    accuracy = {}
     for lr in (suggestion, 1e-6):
-        model = build_parts(validate(CONFIG)) if lr != suggestion else parts
-        for group in model.optimizer.param_groups:
+        parts.model.load_state_dict(start[0])
+        parts.optimizer.load_state_dict(start[1])
+        for group in parts.optimizer.param_groups:
             group["lr"] = lr
-        trainer = Trainer(model.cfg, model.model, model.loss_fn, model.optimizer, None, model.data, model.device)
-        losses[lr] = [trainer.train_epoch()]
-        losses[lr].append(trainer.evaluate()["val/acc"])
-    assert losses[suggestion][1] > 0.9 > losses[1e-6][1]
+        trainer = Trainer(parts.cfg, parts.model, parts.loss_fn, parts.optimizer, None, parts.data, parts.device)
+        trainer.train_epoch()
+        accuracy[lr] = trainer.evaluate()["val/acc"]
+    parts.model.load_state_dict(start[0])
+    parts.optimizer.load_state_dict(start[1])
+    assert accuracy[suggestion] > 0.85 > accuracy[1e-6], accuracy
 
 
 def test_accumulation_counts_updates(parts):
@@ -91,7 +95,7 @@ def test_suggest_finds_the_steepest_descent_of_a_known_curve():
     loss = 1 + 1 / (1 + np.exp(3 * (x + 3))) + 0.1 * np.exp(2 * x)  # steepest at 1e-3, min near 1e-1
     steepest, minimum = suggest(10**x, loss)
     assert steepest == pytest.approx(1e-3, rel=0.13)
-    assert 10 ** x[np.argmin(loss)] == minimum and minimum > steepest
+    assert minimum == pytest.approx(10 ** x[np.argmin(loss)]) and minimum > steepest
 
 
 def test_range_test_rejects_bad_ranges(parts):

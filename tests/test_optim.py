@@ -19,10 +19,10 @@ SCHEDULER_EXAMPLES: dict[str, dict] = {
 STEPS_PER_EPOCH, EPOCHS = 5, 3
 
 
-def _model() -> nn.Module:
+def _model(norm: bool = False) -> nn.Module:
     torch.manual_seed(0)
     # The norm follows the activation: a bias right before batch norm gets no gradient.
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8) if norm else nn.Identity(), nn.Linear(8, 2))
 
 
 def _backward(model: nn.Module) -> None:
@@ -46,7 +46,7 @@ def test_optimizer_steps(name):
 
 
 def test_weight_decay_skips_biases_and_norm_parameters():
-    model = _model()
+    model = _model(norm=True)
     optimizer = build_optimizer({"name": "sgd", "lr": 0.1, "weight_decay": 0.01}, model)
     decay, rest = optimizer.param_groups
     assert decay["weight_decay"] == 0.01 and rest["weight_decay"] == 0.0

@@ -18,6 +18,9 @@ class TensorLoader:
     """Batches of (x, y) sliced from tensors; the order of epoch e is a function of (seed, e).
 
     Because the order is derived, not stored, a resumed run can start an epoch at any batch.
+    Under data-parallel training each of `world` ranks takes every `world`-th sample of the
+    epoch's order (as torch's DistributedSampler does, padding by repetition so that every rank
+    has as many batches); without shuffling, rank r simply gets samples r, r + world, ...
     """
 
     def __init__(
@@ -28,16 +31,22 @@ class TensorLoader:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ):
+        if world > 1 and not shuffle:
+            x, y = x[rank::world], y[rank::world]
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.world = rank, world
+        self.num_samples = -(-len(x) // world) if shuffle else len(x)
 
     def __len__(self) -> int:
-        n = len(self.x)
+        n = self.num_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batch_sizes(self) -> list[int]:
-        n, b = len(self.x), self.batch_size
+        n, b = self.num_samples, self.batch_size
         return [min(b, n - i * b) for i in range(len(self))]
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -48,7 +57,11 @@ class TensorLoader:
                 yield self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]
             return
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.x), generator=gen).to(self.x.device)
+        order = torch.randperm(len(self.x), generator=gen)
+        if self.world > 1:
+            padding = self.num_samples * self.world - len(order)
+            order = torch.cat([order, order[:padding]])[self.rank :: self.world]
+        order = order.to(self.x.device)
         for i in range(start, len(self)):
             idx = order[i * b : (i + 1) * b]
             yield self.x[idx], self.y[idx]

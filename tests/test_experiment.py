@@ -1,0 +1,96 @@
+"""`fit` and `eval` refuse bad input cleanly: exit 2, one message, and no run folder left behind."""
+
+import pytest
+import torch
+
+from helpers import assert_clean_error
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"optimizer": {"name": "adamm", "lr": 0.1}}, "did you mean 'adam'"),  # caught by validation
+        ({"model": {"name": "lenet", "num_classes": 5}}, "model.num_classes: the config says 5 but the data has 10"),
+        ({"model": {"name": "lstm"}}, "lstm"),  # a sequence model on images: caught when built
+    ],
+    ids=["unknown_optimizer", "size_disagrees_with_data", "model_does_not_fit_data"],
+)
+def test_bad_config_leaves_no_run_folder(tmp_path, cli, write_config, sections, message):
+    path = write_config(tmp_path, **sections)
+    stderr = assert_clean_error(cli("fit", path))
+    assert message in stderr
+    assert not (tmp_path / "runs").exists(), list((tmp_path / "runs").rglob("*"))
+
+
+def test_missing_data_leaves_no_run_folder(tmp_path, cli, write_config):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    path = write_config(tmp_path, data={"dataset": {"name": "mnist", "root": str(empty), "download": False}})
+    stderr = assert_clean_error(cli("fit", path))
+    assert "MNIST not found" in stderr and "download: true" in stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_check_writes_nothing(tmp_path, cli, write_config):
+    result = cli("check", write_config(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert "config OK" in result.stdout and "61,706" in result.stdout  # LeNet-5's parameter count
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_updates_per_epoch_count_accumulation(tmp_path, write_config):
+    from nntrain.config import load_config
+    from nntrain.experiment import build_parts
+
+    cfg = load_config(write_config(tmp_path, train={"accumulate": 4, "epochs": 1, "device": "cpu"}))
+    parts = build_parts(cfg)
+    assert len(parts.data.train[0]) == 5400
+    assert parts.updates_per_epoch == 22  # ceil(ceil(5400 / 64) / 4) = ceil(85 / 4)
+
+
+# ------------------------------------------------------------------ eval of bad checkpoints
+
+
+def _fake_checkpoint(path, **extra):
+    torch.save({"format": "nntrain/1", "model": {"w": torch.zeros(3)}, "epoch": 1, "step": 2, **extra}, path)
+
+
+def test_eval_missing_checkpoint(tmp_path, cli):
+    stderr = assert_clean_error(cli("eval", tmp_path / "nope.pt"))
+    assert f"{tmp_path / 'nope.pt'}: checkpoint not found" in stderr
+
+
+def test_eval_truncated_checkpoint(tmp_path, cli):
+    whole = tmp_path / "whole.pt"
+    _fake_checkpoint(whole, padding=torch.zeros(10_000))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    stderr = assert_clean_error(cli("eval", cut))
+    assert str(cut) in stderr and "truncated or damaged" in stderr
+
+
+def test_eval_file_that_is_not_a_checkpoint(tmp_path, cli):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    assert "not a readable checkpoint" in assert_clean_error(cli("eval", text))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)  # a torch file, but not nntrain's
+    assert "not an nntrain checkpoint" in assert_clean_error(cli("eval", foreign))
+    assert "is a folder" in assert_clean_error(cli("eval", tmp_path))
+
+
+def test_eval_refuses_pickled_code(tmp_path, cli):
+    import argparse
+
+    path = tmp_path / "evil.pt"
+    # An object pickles as a reference to its class: weights_only refuses to rebuild it.
+    torch.save({"format": "nntrain/1", "x": argparse.Namespace(a=1)}, path)
+    stderr = assert_clean_error(cli("eval", path))
+    assert "refused to load" in stderr and "pickled" in stderr
+
+
+def test_eval_checkpoint_with_a_bad_stored_config(tmp_path, cli):
+    path = tmp_path / "odd.pt"
+    _fake_checkpoint(path, config={"name": "x", "data": {"dataset": {"name": "mnist_small"}}, "model": {"name": "mlpp"}})
+    stderr = assert_clean_error(cli("eval", path))
+    assert "model.name: unknown model 'mlpp'; did you mean 'mlp'?" in stderr and str(path) in stderr
