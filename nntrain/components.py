@@ -86,8 +86,19 @@ def _type_error(annotation: Any, value: Any) -> str | None:
     try:
         adapter.validate_python(value, strict=False)
     except ValidationError as exc:
-        return f"{exc.errors()[0]['msg']} (got {value!r})"
+        # A union (`degrees: 10` or `degrees: [-5, 10]`) fails in every branch; the branch of the
+        # value's own shape says what is wrong with it, not "Input should be a valid number".
+        error = min(exc.errors(), key=_error_rank)
+        return f"{error['msg'].removeprefix('Value error, ')} (got {value!r})"
     return None
+
+
+def _error_rank(error: Any) -> int:
+    """Range and value errors first, then wrong lengths, then wrong types (another union branch)."""
+    kind = error["type"]
+    if kind.endswith(("_type", "_parsing")):
+        return 2
+    return 1 if kind in ("too_long", "too_short") else 0
 
 
 def spec_errors(key: Key, registry: Registry, spec: Any) -> list[tuple[Key, str]]:

@@ -158,7 +158,9 @@ class SweepParam(BaseModel):
             )
         kind = data.get("type")
         if kind is None:
-            raise ValueError(f"missing 'type' (choices: {', '.join(_PARAM_KEYS)})")
+            nested = bool(data) and all(isinstance(v, dict) for v in data.values())
+            hint = "; searched keys are written dotted, e.g. optimizer.lr: {type: loguniform, ...}" if nested else ""
+            raise ValueError(f"missing 'type' (choices: {', '.join(_PARAM_KEYS)}){hint}")
         if kind not in _PARAM_KEYS:
             close = difflib.get_close_matches(str(kind), _PARAM_KEYS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -174,8 +176,9 @@ class SweepParam(BaseModel):
             if not self.values:
                 raise ValueError("choice needs a non-empty list 'values'")
             labels = [json.dumps(v, sort_keys=True) for v in self.values]
-            if len(set(labels)) < len(labels):
-                raise ValueError(f"choice 'values' has duplicates: {self.values!r}")
+            twice = [v for i, v in enumerate(self.values) if labels[i] in labels[:i]]
+            if twice:
+                raise ValueError(f"choice 'values' lists {twice[0]!r} more than once")
             return self
         low, high = self.low, self.high
         if low is None or high is None:
@@ -193,8 +196,12 @@ class SweepParam(BaseModel):
                 raise ValueError("int takes 'step' or 'log: true', not both")
             if self.log and low < 1:
                 raise ValueError(f"int with log: true needs low >= 1 (got low={low:g})")
-        if self.step is not None and not 0 < self.step <= high - low:
-            raise ValueError(f"'step' must be in (0, high - low] (got step={self.step:g})")
+        if self.step is not None:
+            if not 0 < self.step <= high - low:
+                raise ValueError(f"'step' must be in (0, high - low] (got step={self.step:g})")
+            n = (high - low) / self.step
+            if abs(n - round(n)) > 1e-9:  # the grid must end on `high`
+                raise ValueError(f"'step' must divide high - low (got step={self.step:g} for {low:g} to {high:g})")
         return self
 
 

@@ -13,16 +13,19 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from nntrain import distributed
-from nntrain.callbacks import EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger
+from nntrain.callbacks import (
+    Callback, EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger,
+)
 from nntrain.checkpoint import load_checkpoint, provenance
 from nntrain.config import TASK_METRICS, Config, monitor_mode, to_yaml
+from nntrain.data.augment import check_augmentations
 from nntrain.data.loaders import Data, build_data
 from nntrain.errors import ConfigError, DataError, Interrupted, RunError
 from nntrain.losses import build_loss
@@ -149,6 +152,7 @@ def build_parts(
     data = build_data(cfg.data, cfg.seed, normalizer_state, source_state)
     model = build_model(cfg.model.model_dump(), data.info.model_kwargs())
     _probe(model, data, cfg)
+    check_augmentations(cfg.data.augment, data.train[0])  # images, channels, value range
     model.to(device)
     data.to(device)  # in-memory data lives where training runs: no per-step host-to-device copy
     loss_fn = build_loss(cfg.loss.model_dump(), data.info).to(device)
@@ -234,8 +238,13 @@ def fit(
     progress: bool = True,
     resume: Optional[str | Path] = None,
     allow_config_change: bool = False,
+    extra_callbacks: Sequence[Callback] = (),
+    run_dir: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Trains `cfg` into a new run folder, or continues the run `resume` points at.
+
+    `extra_callbacks` run after the built-in ones and before the checkpointer (a sweep's pruning);
+    `run_dir` is the new run's folder (it must not exist) instead of `<log.dir>/<name>/<stamp>`.
 
     Returns the summary (also written to summary.json).
 
@@ -267,7 +276,10 @@ def fit(
                 stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
                 (run_dir / f"config.resumed-{stamp}.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         elif main:
-            run_dir = make_run_dir(cfg)
+            if run_dir is None:
+                run_dir = make_run_dir(cfg)
+            else:
+                run_dir.mkdir(parents=True)  # never an existing folder (FileExistsError is an OSError)
             (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
     except OSError as exc:
         raise RunError(f"cannot write the run folder: {exc.strerror or exc} ({exc.filename})") from None
@@ -289,6 +301,7 @@ def fit(
         callbacks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
     if progress and main:
         callbacks.append(ProgressBar(console))
+    callbacks.extend(extra_callbacks)
     checkpointer = ModelCheckpoint(
         run_dir / "checkpoints", ckpt_cfg.monitor, monitor_mode(ckpt_cfg.monitor, ckpt_cfg.mode),
         ckpt_cfg.every_n_epochs, ckpt_cfg.every_n_steps, ckpt_cfg.keep_top_k,

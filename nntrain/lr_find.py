@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from nntrain.checkpoint import rng_state, set_rng_state
 from nntrain.config import Config

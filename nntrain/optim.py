@@ -1,4 +1,9 @@
-"""Optimizers (torch built-ins by short name), parameter groups, and LR schedules."""
+"""Optimizers (torch built-ins by short name), parameter groups, and LR schedules.
+
+Every LR schedule is one `Schedule`: the LR of each update is a function of the updates and epochs
+done (plus, for plateau schedules, the plateau counters), all kept in `state_dict()`, so a resumed
+run continues with identical LRs. Warmup is a parameter of every schedule, plateau ones included.
+"""
 
 from __future__ import annotations
 

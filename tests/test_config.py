@@ -91,7 +91,8 @@ def test_bad_config_is_a_config_error_with_file_line_and_key(tmp_path, line, tex
 
 
 @pytest.mark.parametrize("line, text, key, pattern", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_config_through_the_cli(tmp_path, cli, line, text, key, pattern):
+def test_bad_config_through_the_cli(tmp_path, cli, monkeypatch, line, text, key, pattern):
+    monkeypatch.chdir(tmp_path)  # GOOD logs to the relative `runs`: were a case valid, fit writes here
     path = _write(tmp_path, _with_line(line, text))
     for command in ("check", "fit"):
         stderr = assert_clean_error(cli(command, path))

@@ -10,19 +10,28 @@ from nntrain.config import load_config
 from nntrain.data.datasets import DATASETS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("*.yml"))
+IDS = [p.name for p in CONFIG_FILES]
 # torchvision sources: the folder under `root` that holds each once downloaded.
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
 
 
-def _ids(paths):
-    return [p.name for p in paths]
+def _raw(path: Path) -> dict:
+    """The config as plain YAML, not validated (collection must not fail on a bad config)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return raw if isinstance(raw, dict) else {}
+
+
+def _get(raw: dict, *keys):
+    for key in keys:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return raw
 
 
 def test_there_are_configs():
     assert any(p.name == "quickstart.yaml" for p in CONFIG_FILES)
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=_ids(CONFIG_FILES))
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=IDS)
 def test_config_loads_and_says_how_to_run_it(path, monkeypatch):
     monkeypatch.chdir(REPO)
     cfg = load_config(path.relative_to(REPO))
@@ -33,54 +42,62 @@ def test_config_loads_and_says_how_to_run_it(path, monkeypatch):
 
 def _data_overrides(path: Path, request) -> list[str]:
     """`--set`s that point a config at this machine's copy of its data; skips if there is none."""
-    dataset = load_config(path).data.dataset
-    if dataset.name == "mnist":
+    dataset = _get(_raw(path), "data", "dataset") or {}
+    name = dataset.get("name")
+    if name == "mnist":
         root = request.getfixturevalue("mnist_root")
         return [f"data.dataset.root={root}", "data.dataset.download=true"]
-    if dataset.name in TORCHVISION:
-        root = REPO / getattr(dataset, "root", "data")
-        if not (root / TORCHVISION[dataset.name]).exists():
-            pytest.skip(f"{dataset.name} is not on this machine (it needs a download into {root})")
+    if name in TORCHVISION:
+        root = REPO / dataset.get("root", "data")
+        if not (root / TORCHVISION[name]).exists():
+            pytest.skip(f"{name} is not on this machine (it needs a download into {root})")
     return []
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=_ids(CONFIG_FILES))
-def test_config_passes_check(path, cli, request, monkeypatch):
+def _pretrained_overrides(path: Path, request, cli, folder: Path) -> list[str]:
+    """For a config that starts from another config's run (`model.init_from: runs/<name>`), trains
+    that config for one epoch into `folder` and points the config there."""
+    checkpoint = _get(_raw(path), "model", "init_from", "checkpoint")
+    if checkpoint is None:
+        return []
+    parts = Path(checkpoint).parts
+    producer = next((p for p in CONFIG_FILES if len(parts) >= 2 and _raw(p).get("name") == parts[1]), None)
+    assert producer is not None, f"no config in configs/ makes the run {checkpoint} that {path.name} starts from"
+    args = ["fit", producer, "--set", "train.epochs=1", "--set", f"log.dir={folder}", "--set", "log.tensorboard=false"]
+    for override in _data_overrides(producer, request):
+        args += ["--set", override]
+    result = cli(*args)
+    assert result.exit_code == 0, f"fit {producer.name}: {result.stderr}{result.exception!r}"
+    return [f"model.init_from.checkpoint={folder / Path(*parts[1:])}"]
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=IDS)
+def test_config_passes_check(path, cli, request, monkeypatch, tmp_path):
     overrides = _data_overrides(path, request)
     monkeypatch.chdir(REPO)  # configs name data relative to the repository root
+    overrides += _pretrained_overrides(path, request, cli, tmp_path / "runs")
     args = ["check", path.relative_to(REPO)]
     for override in overrides:
         args += ["--set", override]
     result = cli(*args)
     assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
     assert "config OK" in result.stdout
-    cfg = load_config(path)
-    assert cfg.model.name in result.stdout and "total params" in result.stdout
-
-
-
-
-def _dataset_name(path: Path):
-    """The config's dataset name, read without validating (collection must not fail on a bad config)."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    try:
-        return raw["data"]["dataset"]["name"]
-    except (TypeError, KeyError):
-        return None
+    assert _raw(path)["model"]["name"] in result.stdout and "total params" in result.stdout
 
 
 DOWNLOADED = [
     p for p in CONFIG_FILES
-    if _dataset_name(p) in DATASETS and "download" in DATASETS.parameters(_dataset_name(p))
+    if _get(_raw(p), "data", "dataset", "name") in DATASETS
+    and "download" in DATASETS.parameters(_get(_raw(p), "data", "dataset", "name"))
 ]
 
 
-@pytest.mark.parametrize("path", DOWNLOADED, ids=_ids(DOWNLOADED))
+@pytest.mark.parametrize("path", DOWNLOADED, ids=[p.name for p in DOWNLOADED])
 def test_config_whose_data_is_missing_fails_check_with_advice(path, cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = cli("check", path, "--set", f"data.dataset.root={empty}", "--set", "data.dataset.download=false")
     stderr = assert_clean_error(result, 2)
-    name = load_config(path).data.dataset.name
+    name = _raw(path)["data"]["dataset"]["name"]
     assert name.replace("_", "") in stderr.lower().replace("_", ""), stderr  # names the dataset
     assert str(empty) in stderr and "download: true" in stderr  # says where and how to fix it

@@ -90,8 +90,8 @@ def test_tensor_loader_order_depends_on_seed_and_epoch_and_can_start_midway():
     assert torch.equal(torch.cat([b[1] for b in TensorLoader(x, y, 7).epoch()]), y)  # no shuffle: in order
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("cifar10", "CIFAR10")])
-def test_missing_torchvision_data_says_how_to_fix(tmp_path, name, folder):
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_missing_torchvision_data_says_how_to_fix(tmp_path, name):
     with pytest.raises(DataError) as info:
         DATASETS.build({"name": name, "root": str(tmp_path), "download": False})
     message = str(info.value)

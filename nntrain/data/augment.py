@@ -25,7 +25,7 @@ AUGMENTATIONS = Registry("augmentation")
 def _ordered(pair: tuple[float, ...]) -> tuple[float, ...]:
     for lo, hi in zip(pair[::2], pair[1::2]):
         if lo > hi:
-            raise ValueError(f"a range (min, max) needs min <= max (got {list(pair)})")
+            raise ValueError("a range (min, max) needs min <= max")
     return pair
 
 
@@ -90,11 +90,6 @@ class Augmentation:
         raise NotImplementedError
 
 
-def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(N,) -> (N, 1, 1, 1) on x's device and dtype, to broadcast over a batch."""
-    return values.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-
-
 # ---------------------------------------------------------------- crops and flips
 
 
@@ -105,6 +100,8 @@ class RandomCrop(Augmentation):
     As torchvision's RandomCrop: each offset is uniform over every position of the window in the
     padded image, so with `size` equal to the image size a sample shifts by at most `padding`
     pixels each way. `size` (an int or (height, width)) defaults to the image's own size.
+    Constant padding is `fill`, in the units of the normalized data (under `standardize`, 0 is
+    the mean pixel, not black).
     """
 
     def __init__(
@@ -113,10 +110,11 @@ class RandomCrop(Augmentation):
         size: Optional[Size] = None,
         padding: Annotated[int, Field(ge=0)] = 0,
         padding_mode: Literal["constant", "reflect", "replicate", "circular"] = "constant",
+        fill: float = 0.0,
     ):
         super().__init__(generator)
         self.size = (size, size) if isinstance(size, int) else None if size is None else tuple(size)
-        self.padding, self.mode = padding, padding_mode
+        self.padding, self.mode, self.fill = padding, padding_mode, float(fill)
 
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size or (x.shape[-2], x.shape[-1])
@@ -136,7 +134,7 @@ class RandomCrop(Augmentation):
         sh, sw = self._size(x)
         p = self.padding
         if p:
-            x = F.pad(x, (p, p, p, p), mode=self.mode)
+            x = F.pad(x, (p, p, p, p), mode=self.mode, value=self.fill if self.mode == "constant" else None)
         n, _, h, w = x.shape
         # Offsets uniform over the h - sh + 1 (w - sw + 1) window positions.
         top = (self._rand(n) * (h - sh + 1)).long().clamp_max(h - sh).to(x.device)
@@ -226,7 +224,8 @@ class RandomAffine(Augmentation):
     As torchvision's RandomAffine: the angle (clockwise, degrees) is uniform in `degrees` (d
     means (-d, d)); the shift is uniform in +-translate[0] * width and +-translate[1] * height,
     rounded to whole pixels; the scale is uniform in `scale`; the shear (degrees) uniform in
-    `shear`. The centre of the image stays fixed; what comes from outside the image is `fill`.
+    `shear`. The centre of the image stays fixed; what comes from outside the image is `fill`
+    (in the units of the normalized data).
     """
 
     def __init__(
@@ -307,60 +306,56 @@ class RandomRotation(Augmentation):
 # ---------------------------------------------------------------- colour
 
 
+_LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
+
+
+# No torch.tensor(...) constants in the per-batch code: on CUDA each would be a blocking copy.
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma of RGB batches (torchvision's rgb_to_grayscale), (N, 1, H, W)."""
-    r, g, b = x.unbind(dim=1)
-    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+    """Grayscale of RGB batches (torchvision's rgb_to_grayscale), (N, 1, H, W)."""
+    return (x[:, 0:1] * _LUMA[0]).add_(x[:, 1:2], alpha=_LUMA[1]).add_(x[:, 2:3], alpha=_LUMA[2])
 
 
-def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """torchvision's `_blend` with a factor per sample: factor * x + (1 - factor) * other, in [0, 1]."""
-    return (factor * x + (1.0 - factor) * other).clamp(0.0, 1.0)
+    return torch.lerp(other, x, factor).clamp_(0.0, 1.0)
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's `_rgb_to_hsv` (Pillow's formulas) on (N, 3, H, W) in [0, 1]."""
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_hue (RGB -> HSV, hue + shift mod 1, -> RGB) for RGB in [0, 1], fused.
+
+    Saturation and value stay, so only the hue is computed: in sextants h6 in [0, 6), from
+    Pillow's formulas as torchvision's `_rgb_to_hsv`. Back to RGB, channel c is
+    max - (max - min) * clamp(min(k, 4 - k), 0, 1) with k = (n_c + h6) mod 6, n = 5, 3, 1 for
+    r, g, b: torchvision's `_hsv_to_rgb` table unrolled (v s = max - min).
+    """
     r, g, b = x.unbind(dim=1)
     maxc, minc = x.amax(dim=1), x.amin(dim=1)
-    eqc = maxc == minc
     span = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = span / torch.where(eqc, ones, maxc)
-    span = torch.where(eqc, ones, span)
-    rc, gc, bc = (maxc - r) / span, (maxc - g) / span, (maxc - b) / span
-    is_r, is_g = maxc == r, (maxc == g) & (maxc != r)
-    is_b = ~is_r & ~is_g
-    h = (bc - gc) * is_r + (2.0 + rc - bc) * is_g + (4.0 + gc - rc) * is_b
-    h = (h / 6.0 + 1.0).fmod(1.0)
-    return torch.stack([h, s, maxc], dim=1)
+    safe = torch.where(span == 0, torch.ones_like(span), span)  # gray pixels: any hue, no change
+    h6 = torch.where(
+        maxc == r, (g - b) / safe, torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)
+    )
+    h6 = (h6 + 6.0 * shift.view(-1, 1, 1)).remainder(6.0)
+    k = torch.stack([(h6 + n).remainder(6.0) for n in (5.0, 3.0, 1.0)], dim=1)
+    return maxc.unsqueeze(1) - span.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's `_hsv_to_rgb` on (N, 3, H, W)."""
-    h, s, v = x.unbind(dim=1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long().remainder(6)
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    vpqt = torch.stack([v, p, q, t], dim=1)  # (N, 4, H, W)
-    # For each sextant i, which of v, p, q, t each of r, g, b takes.
-    select = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=x.device)
-    index = select[:, i].movedim(0, 1)  # (N, 3, H, W)
-    return vpqt.gather(1, index)
+_JITTERS = ("brightness", "contrast", "saturation", "hue")
+_HUE = 3
 
 
 @AUGMENTATIONS.register("color_jitter", runtime=("generator",))
 class ColorJitter(Augmentation):
-    """Random brightness, contrast, saturation and hue per sample, in a random order per sample (batched on device).
+    """Random brightness, contrast, saturation and hue, in random order per sample (batched on device).
 
     As torchvision's ColorJitter, on pixel values in [0, 1] (each step clamps to [0, 1]):
     brightness blends with black, contrast with the image's mean gray, saturation with its
     grayscale version, by factors uniform in (max(0, 1 - v), 1 + v) for a value v, or in a
-    given (min, max); hue shifts the HSV hue by a fraction uniform in (-hue, hue). Each sample
-    applies the four in its own random order, as torchvision does per image. Saturation and hue
-    leave 1-channel images unchanged (as torchvision).
+    given (min, max); hue shifts the HSV hue by a fraction uniform in (-hue, hue) (or a given
+    range). Each sample applies them in its own random order, as torchvision does per image.
+    Saturation and hue leave 1-channel images unchanged (as torchvision).
     """
 
     def __init__(
@@ -393,34 +388,50 @@ class ColorJitter(Augmentation):
             )
         return None
 
-    def _op(self, name: str, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        if name == "brightness":
-            return _blend(x, 0.0, factor)
-        gray = _gray(x) if x.shape[1] == 3 else x
-        if name == "contrast":
-            return _blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), factor)
-        if name == "saturation":
-            return _blend(x, gray, factor)
-        hsv = _rgb_to_hsv(x)
-        hue = (hsv[:, :1] + factor).remainder(1.0)
-        return _hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], dim=1))
+    def params(self, n: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample, the operations in the order applied (indices into brightness, contrast,
+        saturation, hue) and their factors, both (N, K) for the K jitters that do something."""
+        active = [i for i, k in enumerate(_JITTERS) if self.ranges[k] is not None]
+        if channels == 1:  # no saturation or hue in a gray image (torchvision does the same)
+            active = [i for i in active if i < 2]
+        if not active:
+            empty = torch.zeros(n, 0, device=self.generator.device)
+            return empty.long(), empty
+        factors = torch.stack([self._uniform(n, *self.ranges[_JITTERS[i]]) for i in active], dim=1)
+        order = self._rand(n, len(active)).argsort(dim=1)  # a uniformly random permutation per sample
+        ops = order
+        for j, op in enumerate(active):  # positions in `active` -> operation numbers
+            ops = ops.masked_fill(order == j, op)
+        return ops, factors.gather(1, order)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(x)
-        active = [k for k, r in self.ranges.items() if r is not None]
-        if x.shape[1] == 1:  # no saturation or hue in a gray image (torchvision does the same)
-            active = [k for k in active if k in ("brightness", "contrast")]
-        if not active:
+        ops, factors = (t.to(x.device) for t in self.params(len(x), x.shape[1]))
+        k = ops.shape[1]
+        if k == 0:
             return x
-        factors = {k: _per_sample(self._uniform(n, *self.ranges[k]), x) for k in active}
-        # A uniformly random order per sample: the ranks of i.i.d. uniform keys.
-        rank = self._rand(n, len(active)).argsort(dim=1).argsort(dim=1).to(x.device)
-        # Step s applies, to each sample, the operation it ranks s-th. Every operation runs on the
-        # whole batch at each step, kept only where it is that sample's s-th (no per-sample loop).
-        for step in range(len(active)):
-            for j, name in enumerate(active):
-                chosen = (rank[:, j] == step).view(-1, 1, 1, 1)
-                x = torch.where(chosen, self._op(name, x, factors[name]), x)
+        if self.ranges["hue"] is None or x.shape[1] == 1:  # hue is in every sample's order or in none
+            return self._blends(x, ops, factors, range(k), None)
+        # Hue, the costly step, runs once: every sample first takes the blends it orders before
+        # hue, then hue, then the blends it orders after it.
+        hue_at = (ops == _HUE).int().argmax(dim=1)
+        hue = factors.gather(1, hue_at[:, None]).to(x.dtype)
+        x = self._blends(x, ops, factors, range(k - 1), lambda step: step < hue_at)
+        x = _shift_hue(x, hue)
+        return self._blends(x, ops, factors, range(1, k), lambda step: step > hue_at)
+
+    @staticmethod
+    def _blends(x: torch.Tensor, ops: torch.Tensor, factors: torch.Tensor, steps: range, keep: Any) -> torch.Tensor:
+        """At each step, each sample blends with the target of the operation it orders there:
+        black (brightness), its mean gray (contrast) or its grayscale image (saturation). A factor
+        of 1 leaves a sample unchanged (exactly): samples whose step is hue, or outside `keep`."""
+        for step in steps:
+            op = ops[:, step]
+            use = op != _HUE if keep is None else (op != _HUE) & keep(step)
+            f = torch.where(use, factors[:, step], torch.ones_like(factors[:, step])).to(x.dtype).view(-1, 1, 1, 1)
+            gray = _gray(x) if x.shape[1] == 3 else x
+            mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+            target = torch.where((op == 2).view(-1, 1, 1, 1), gray, mean * (op == 1).view(-1, 1, 1, 1))
+            x = _blend(x, target, f)
         return x
 
 
@@ -485,10 +496,11 @@ class RandomErasing(Augmentation):
         if self.value == "random":
             fill = torch.randn(x.shape, generator=self.generator, device=self.generator.device)
             fill = fill.to(device=x.device, dtype=x.dtype)
-        elif isinstance(self.value, (list, tuple)):
-            fill = torch.tensor(self.value, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        elif isinstance(self.value, (list, tuple)) and len(self.value) > 1:
+            fill = torch.cat([torch.full_like(x[:, :1], float(v)) for v in self.value], dim=1)
         else:
-            fill = torch.tensor(float(self.value), device=x.device, dtype=x.dtype)
+            value = self.value[0] if isinstance(self.value, (list, tuple)) else self.value
+            return torch.where(mask, float(value), x)
         return torch.where(mask, fill, x)
 
 

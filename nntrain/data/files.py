@@ -279,6 +279,9 @@ def npz(
 # ---------------------------------------------------------------- image folder
 
 
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+
+
 @DATASETS.register("image_folder")
 def image_folder(
     root: str,
@@ -292,24 +295,29 @@ def image_folder(
     [height, width]. `test_root` has the same layout and the same classes.
     """
     from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     if not isinstance(size, int) and len(size) != 2:
         raise DataError("data.dataset.size: give one side or [height, width]")
 
     def load(folder: str, key: str, classes: Optional[list[str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        if not Path(folder).is_dir():
+        top = Path(folder)
+        if not top.is_dir():
             raise DataError(f"data.dataset.{key}: folder '{folder}' not found (relative paths start at {Path.cwd()})")
-        try:
-            found, class_to_idx = find_classes(folder)
-            if classes is not None:
-                if sorted(found) != sorted(classes):
-                    raise DataError(f"{folder}: classes {found} differ from the training classes {classes}")
-                class_to_idx = {c: i for i, c in enumerate(classes)}
-            samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)
-        except (FileNotFoundError, OSError) as exc:
-            raise DataError(f"data.dataset.{key}: {exc}") from None
+        found = sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if classes is not None and found != classes:
+            raise DataError(f"{folder}: classes {found} differ from the training classes {classes}")
+        samples = [
+            (file, label)
+            for label, name in enumerate(found)
+            for file in sorted((top / name).rglob("*"))
+            if file.suffix.lower() in IMAGE_EXTENSIONS and file.is_file()
+        ]
+        if not found or not samples:
+            raise DataError(
+                f"data.dataset.{key}: no images in '{folder}'; expected {folder}/<class>/<image> "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
         x = torch.empty((len(samples), 1 if grayscale else 3, height, width), dtype=torch.uint8)
         for i, (file, _) in enumerate(samples):
             try:
@@ -409,6 +417,7 @@ def text_csv(
         return [tokenize(r[t_col], regex, lowercase) for r in rows], [r[l_col].strip() for r in rows]
 
     docs, labels = load(path, "path")
+    classes = _class_names(labels)  # the label set is a schema, not a statistic: all rows of `path`
     if test_path is not None:
         test_docs, test_labels = load(test_path, "test_path")
     elif test_split > 0:
@@ -430,7 +439,6 @@ def text_csv(
     else:
         vocab = build_vocab(docs, min_freq, max_size)
         length = max_len or max(1, max(len(d) for d in docs))
-        classes = _class_names(labels)
     x, y = encode(docs, vocab, length), _encode_labels(labels, classes, path)
     x_val, y_val = encode(val_docs, vocab, length), _encode_labels(val_labels, classes, path)
     x_test = y_test = None

@@ -1,19 +1,20 @@
-"""Normalizers (fitted on the training split) and batched, on-device augmentations."""
+"""Normalizers, fitted on the training split and applied to every split.
+
+The augmentations (training split only) live in augment.py; AUGMENTATIONS is re-exported here.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
+from nntrain.data.augment import AUGMENTATIONS  # noqa: F401 - re-exported
+from nntrain.errors import DataError
 from nntrain.registry import Registry
 
 NORMALIZERS = Registry("normalizer")
-AUGMENTATIONS = Registry("augmentation")
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def _stat_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -86,6 +87,39 @@ class MinMax(Normalizer):
         return (x - self.low.to(x.device)) / self.span.to(x.device)
 
 
+@NORMALIZERS.register("normalize")
+class Normalize(Normalizer):
+    """(x - mean) / std with given values per channel (images) or per feature; nothing is fitted.
+
+    As torchvision's Normalize, e.g. MNIST's `mean: [0.1307], std: [0.3081]`; one value applies
+    to every channel.
+    """
+
+    def __init__(
+        self,
+        mean: Annotated[list[float], Field(min_length=1)],
+        std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)],
+    ):
+        self.mean_values, self.std_values = [float(v) for v in mean], [float(v) for v in std]
+
+    def fit(self, x: torch.Tensor) -> "Normalize":
+        channels = x.shape[1] if x.dim() == 4 else x.shape[-1]
+        for key, values in (("mean", self.mean_values), ("std", self.std_values)):
+            if len(values) not in (1, channels):
+                what = "channels" if x.dim() == 4 else "features"
+                raise DataError(
+                    f"data.normalize.{key}: {len(values)} values, but the data has {channels} {what} "
+                    f"(give one value, or one per {what[:-1]})"
+                )
+        shape = (-1, 1, 1) if x.dim() == 4 else (-1,)
+        self.mean = torch.tensor(self.mean_values).view(shape)
+        self.std = torch.tensor(self.std_values).view(shape)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
 @NORMALIZERS.register("whiten")
 class Whiten(Normalizer):
     """PCA or ZCA whitening: decorrelated features of unit variance (covariance ~ identity).
@@ -121,61 +155,3 @@ class Whiten(Normalizer):
         rows = self._rows(x)
         out = (rows - self.mean.to(x.device)) @ self.matrix.to(x.device)
         return out.reshape(x.shape)
-
-
-# Augmentations: callables on a whole batch (N, C, H, W) on its device, drawing from `generator`.
-
-
-@AUGMENTATIONS.register("random_crop", runtime=("generator",))
-class RandomCrop:
-    """Pads by `padding`, then crops `size` x `size` at a random offset per sample."""
-
-    def __init__(
-        self,
-        generator: torch.Generator,
-        size: Annotated[int, Field(gt=0)],
-        padding: Annotated[int, Field(ge=0)] = 0,
-        padding_mode: Literal["constant", "reflect", "replicate", "circular"] = "constant",
-    ):
-        self.generator, self.size, self.padding, self.mode = generator, size, padding, padding_mode
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.padding
-        if p:
-            x = F.pad(x, (p, p, p, p), mode=self.mode)
-        n, _, h, w = x.shape
-        gen = self.generator
-        top = torch.randint(0, h - self.size + 1, (n,), generator=gen, device=gen.device)
-        left = torch.randint(0, w - self.size + 1, (n,), generator=gen, device=gen.device)
-        ar = torch.arange(self.size, device=x.device)
-        rows = (top.to(x.device)[:, None] + ar)[:, None, :, None]  # (N, 1, S, 1)
-        cols = (left.to(x.device)[:, None] + ar)[:, None, None, :]  # (N, 1, 1, S)
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        return x[batch, channel, rows, cols]
-
-
-@AUGMENTATIONS.register("horizontal_flip", runtime=("generator",))
-class HorizontalFlip:
-    """Mirrors each sample left-right with probability `p`."""
-
-    def __init__(self, generator: torch.Generator, p: Probability = 0.5):
-        self.generator, self.p = generator, p
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        gen = self.generator
-        flip = torch.rand(x.shape[0], generator=gen, device=gen.device).to(x.device) < self.p
-        return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
-
-
-@AUGMENTATIONS.register("gaussian_noise", runtime=("generator",))
-class GaussianNoise:
-    """Adds N(0, std^2) noise to every input value."""
-
-    def __init__(self, generator: torch.Generator, std: Annotated[float, Field(ge=0)] = 0.1):
-        self.generator, self.std = generator, std
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        gen = self.generator
-        noise = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype)
-        return x + self.std * noise.to(x.device)

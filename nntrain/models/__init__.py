@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
@@ -17,7 +18,8 @@ MODELS = Registry("model")
 class InitFrom(BaseModel):
     """`model.init_from`: start a submodule from another run's weights (transfer learning).
 
-    `component` names a submodule (`encoder`, `rnn`, `encoder.0`; dotted paths work); its
+    `checkpoint` is a checkpoint file, a run folder (its best.pt), or an experiment folder
+    `runs/<name>` (best.pt of its latest run). `component` names a submodule (`encoder`, `rnn`, `encoder.0`; dotted paths work); its
     weights come from the submodule of the same name in the checkpoint's model. No component:
     the whole model. `freeze: true` keeps the component fixed: no gradients, no optimizer
     updates, and it stays in eval mode (dropout off, batch-norm statistics unchanged).
@@ -70,6 +72,23 @@ def _freeze(module: nn.Module) -> None:
     module.eval()
 
 
+def _resolve_checkpoint(path: str) -> str:
+    """A checkpoint file; a run folder -> its best.pt; runs/<name> -> best.pt of its latest run."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    if (folder / "checkpoints" / "best.pt").is_file():
+        return str(folder / "checkpoints" / "best.pt")
+    # Run folders are named by start time (YYYYmmdd-HHMMSS[-i]): the last one is the latest run.
+    runs = sorted(d for d in folder.iterdir() if (d / "checkpoints" / "best.pt").is_file())
+    if not runs:
+        raise CheckpointError(
+            f"model.init_from.checkpoint: {path} is a folder without checkpoints/best.pt, "
+            f"nor runs that have one; train the pretrained model first or give a checkpoint file"
+        )
+    return str(runs[-1] / "checkpoints" / "best.pt")
+
+
 def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
     """Loads `spec.component`'s weights from an nntrain checkpoint into `model` (and freezes it).
 
@@ -91,6 +110,7 @@ def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
             raise ConfigError(
                 f"model.init_from.component: model '{name}' has no submodule '{component}' (it has: {children})"
             ) from None
+    path = _resolve_checkpoint(path)
     try:
         state = full = load_checkpoint(path)["model"]
     except CheckpointError as exc:

@@ -1,0 +1,327 @@
+"""`nntrain sweep`: the sweep folder, resuming, local worker processes, and the results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+from nntrain.config import Config, to_yaml
+from nntrain.errors import ConfigError, Interrupted, RunError
+from nntrain.sweep.plan import SCALARS, Plan, format_value, load_plan, value_label
+from nntrain.sweep.study import count_trials, mask_url, open_study, requeue_cut_short, work
+
+STORAGE_ENV = "NNTRAIN_SWEEP_STORAGE"  # --storage from the environment: keeps a password off the command line
+
+
+def _new_sweep_dir(cfg: Config) -> Path:
+    """`<log.dir>/<name>/sweep-<YYYYmmdd-HHMMSS>`, never an existing folder."""
+    parent = Path(cfg.log.dir) / cfg.name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            folder = parent / (f"sweep-{stamp}" if i == 0 else f"sweep-{stamp}-{i}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise RunError(f"cannot create the sweep folder under {parent}: {exc.strerror or exc}") from None
+    raise RunError(f"cannot create a new sweep folder under {parent}")
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix" or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class SweepPlace:
+    """Where a sweep keeps its trials and its study."""
+
+    sweep_dir: Path
+    storage: str
+    study: str
+    resumed: bool
+    local: bool  # the study is the sweep folder's own SQLite file, which no other machine uses
+
+
+def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Optional[str]) -> SweepPlace:
+    if resume is None:
+        sweep_dir = _new_sweep_dir(plan.cfg)
+        meta = {
+            "config": str(plan.path), "overrides": plan.overrides,
+            "storage": None if storage is None else mask_url(storage),  # None: study.db in this folder
+            "study": study or plan.cfg.name, "created": datetime.now().isoformat(timespec="seconds"),
+        }
+        try:
+            (sweep_dir / "sweep.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        except OSError as exc:
+            raise RunError(f"cannot write {sweep_dir / 'sweep.json'}: {exc.strerror or exc}") from None
+    else:
+        sweep_dir = Path(resume)
+        meta_path = sweep_dir / "sweep.json"
+        if not meta_path.is_file():
+            raise ConfigError(f"--resume {resume}: not a sweep folder (no sweep.json; it is runs/<name>/sweep-<stamp>)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        stored = meta["storage"]
+        if storage is None and stored is not None and "***" in stored:
+            raise ConfigError(
+                f"--resume {resume}: the study's storage URL has a password, which sweep.json does not keep; "
+                f"give it again with --storage or ${STORAGE_ENV}"
+            )
+        if storage is not None and mask_url(storage) != stored:
+            raise ConfigError(f"--storage {mask_url(storage)}: this sweep's study is in {stored or 'its study.db'}")
+        if study is not None and study != meta["study"]:
+            raise ConfigError(f"--study {study}: this sweep's study is '{meta['study']}'")
+        storage = storage or stored
+    url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+    return SweepPlace(sweep_dir, url, study or meta["study"], resume is not None, storage is None)
+
+
+def run_sweep(
+    config: str | Path,
+    overrides: list[str] = (),
+    resume: Optional[Path] = None,
+    storage: Optional[str] = None,
+    study_name: Optional[str] = None,
+    workers: int = 1,
+    worker: Optional[int] = None,
+    console: Any = None,
+) -> Optional[dict[str, Any]]:
+    """Runs (or resumes, or joins) the sweep a config describes; returns the summary.
+
+    `worker` is set in the processes `--workers N` starts: they only run trials (no summary, None).
+
+    Raises:
+        Interrupted: a signal stopped the sweep; `--resume` runs the trial it cut short again.
+    """
+    plan = load_plan(config, list(overrides))
+    place = _place(plan, resume, storage, study_name)
+    if worker is not None:  # a process of --workers N: trials only
+        if workers > 1:
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the cores are shared
+        study = open_study(plan, place.storage, place.study, not place.local, worker)
+        work(plan, study, place.sweep_dir, console)
+        return None
+    lock = place.sweep_dir / "sweep.pid"
+    if place.resumed and lock.is_file():
+        pid = int(lock.read_text().strip() or 0)
+        if _alive(pid):
+            raise ConfigError(f"--resume {place.sweep_dir}: the sweep is still running (process {pid})")
+    try:
+        study = open_study(plan, place.storage, place.study, not place.local)
+    except ConfigError:
+        if not place.resumed:  # nothing ran: leave no empty sweep folder behind
+            shutil.rmtree(place.sweep_dir, ignore_errors=True)
+        raise
+    lock.write_text(str(os.getpid()))
+    try:
+        requeued = requeue_cut_short(study, place.local) if place.resumed else 0
+        done, running = count_trials(study)
+        workers = max(1, min(workers, plan.trials - done - running))  # no more workers than trials left
+        if console is not None:
+            _print_header(console, plan, place, done, requeued, workers)
+        if workers > 1:
+            _run_workers(plan, place, workers)
+        else:
+            try:
+                work(plan, study, place.sweep_dir, console)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                signum = exc.exit_code - 128 if isinstance(exc, Interrupted) else signal.SIGINT
+                raise Interrupted(
+                    f"{signal.Signals(signum).name}: sweep stopped in a trial; --resume runs it again",
+                    signum, str(place.sweep_dir),
+                ) from None
+    finally:
+        summary = summarize(plan, study, place)
+        lock.unlink(missing_ok=True)
+    return summary
+
+
+def _print_header(console: Any, plan: Plan, place: SweepPlace, done: int, requeued: int, workers: int) -> None:
+    s = plan.sweep
+    what = f"{plan.trials} trials, {s.sampler} sampler, {s.pruner} pruner, {plan.direction} {s.metric}"
+    console.print(f"[bold]nntrain sweep[/] {plan.path}  ({what})", highlight=False)
+    console.print(f"  study {place.study} in {mask_url(place.storage)}", highlight=False)
+    console.print(f"  trials in {place.sweep_dir}/trial-<n>", highlight=False)
+    if place.resumed or done:
+        again = f"; {requeued} cut short run again" if requeued else ""
+        verb = "resuming" if place.resumed else "joining the study"
+        console.print(f"  {verb}: {done} of {plan.trials} trials finished{again}", highlight=False)
+    if workers > 1:
+        console.print(f"  {workers} worker processes", highlight=False)
+
+
+def _run_workers(plan: Plan, place: SweepPlace, workers: int) -> None:
+    """`--workers N`: N processes of `nntrain sweep --worker`, each asking the study for trials.
+
+    Each gets its own session, so a Ctrl-C reaches this process only, which passes it on once.
+    """
+    env = dict(os.environ)
+    env.pop(STORAGE_ENV, None)
+    if not place.local:
+        env[STORAGE_ENV] = place.storage  # not on the command line, where `ps` would show a password
+    base = [sys.executable, "-m", "nntrain", "sweep", str(plan.path)]
+    for text in plan.overrides:
+        base += ["--set", text]
+    base += ["--resume", str(place.sweep_dir), "--study", place.study, "--workers", str(workers)]
+    procs = [
+        subprocess.Popen([*base, "--worker", str(i)], env=env, start_new_session=True) for i in range(workers)
+    ]
+    received: Optional[int] = None
+
+    def forward(signum: int, frame: Any = None) -> None:
+        nonlocal received
+        received = signum
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        for p in procs:
+            while True:
+                try:
+                    p.wait()
+                    break
+                except KeyboardInterrupt:
+                    forward(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    codes = [p.returncode for p in procs]
+    if received is not None or any(c in (130, 143) for c in codes):
+        signum = received or signal.SIGINT
+        raise Interrupted(
+            f"{signal.Signals(signum).name}: sweep stopped; --resume runs the trials it cut short again",
+            signum, str(place.sweep_dir),
+        )
+    failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise RunError("; ".join(failed) + " (its message is above)")
+
+
+# ---------------------------------------------------------------- results
+
+
+def summarize(plan: Plan, study: Any, place: SweepPlace) -> dict[str, Any]:
+    """Writes summary.json, trials.csv and best.yaml into the sweep folder; returns the summary."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            continue
+        epochs = t.user_attrs.get("epochs", max(t.intermediate_values) if t.intermediate_values else None)
+        rows.append({
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value,
+            "params": plan.decode(t.params),
+            "epochs": epochs,
+            "duration_s": round(t.duration.total_seconds(), 2) if t.duration else None,
+            "run_dir": t.user_attrs.get("run_dir"),
+            "test": t.user_attrs.get("test"),
+            "error": t.user_attrs.get("error"),
+        })
+    complete = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+    pick = max if plan.direction == "maximize" else min
+    best = pick(complete, key=lambda r: r["value"], default=None)
+    states = [r["state"] for r in rows]
+    summary: dict[str, Any] = {
+        "sweep_dir": str(place.sweep_dir),
+        "study": place.study,
+        "storage": mask_url(place.storage),
+        "metric": plan.sweep.metric,
+        "direction": plan.direction,
+        "sampler": plan.sweep.sampler,
+        "pruner": plan.sweep.pruner,
+        "trials_requested": plan.trials,
+        "counts": {s: states.count(s) for s in dict.fromkeys(states)},
+        "best": best,
+        "best_yaml": None,
+        "trials": rows,
+    }
+    folder = place.sweep_dir
+    try:
+        if best is not None:
+            cfg = plan.config(best["params"])
+            path = folder / "best.yaml"
+            header = (
+                f"# nntrain fit {path}\n"
+                f"# The best trial of {folder}: trial {best['number']}, {plan.sweep.metric} {best['value']:.4f}\n"
+            )
+            path.write_text(header + to_yaml(cfg), encoding="utf-8")
+            summary["best_yaml"] = str(path)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        names = [p.name for p in plan.params]
+        with open(folder / "trials.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["number", "state", plan.sweep.metric, *names, "epochs", "duration_s", "run_dir", "error"])
+            for r in rows:
+                values = [_csv(r["params"].get(n)) for n in names]
+                writer.writerow([r["number"], r["state"], r["value"], *values, r["epochs"], r["duration_s"],
+                                 r["run_dir"], r["error"]])
+    except OSError as exc:
+        raise RunError(f"cannot write the sweep's results into {folder}: {exc.strerror or exc}") from None
+    return summary
+
+
+def _csv(value: Any) -> Any:
+    return value if isinstance(value, SCALARS) else value_label(value)
+
+
+def trials_table(summary: dict[str, Any]) -> Any:
+    """A rich table of the trials: params, metric, state, epochs and duration; the best one starred.
+
+    Params are headed by their last key part where that is unambiguous (`lr` for optimizer.lr), and
+    only their columns fold when the terminal is narrow.
+    """
+    from rich import box
+    from rich.table import Table
+
+    rows = summary["trials"]
+    names = list(dict.fromkeys(n for r in rows for n in r["params"]))
+    last = [n.rsplit(".", 1)[-1] for n in names]
+    headers = [short if last.count(short) == 1 else n for n, short in zip(names, last)]
+    best = summary["best"]["number"] if summary["best"] else None
+    table = Table(
+        title=f"sweep {summary['study']}: {summary['direction']} {summary['metric']}", title_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,  # room for the params in 80 columns
+    )
+    table.add_column("trial", justify="right", no_wrap=True)
+    for header in headers:
+        table.add_column(header, justify="right", overflow="fold")
+    table.add_column(summary["metric"], justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("epochs", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        table.add_row(
+            f"{'★ ' if r['number'] == best else ''}{r['number']}",
+            *[format_value(r["params"][n]) if n in r["params"] else "" for n in names],
+            value, r["state"], "" if r["epochs"] is None else str(r["epochs"]),
+            "" if r["duration_s"] is None else f"{r['duration_s']:.1f}s",
+            style="bold green" if r["number"] == best else None,
+        )
+    return table

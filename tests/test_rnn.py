@@ -1,0 +1,155 @@
+"""Recurrent models: padding invariance (packing), heads, inference from the data, regression runs end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nntrain.config import config_from_dict
+from nntrain.data.datasets import DataInfo
+from nntrain.errors import ConfigError
+from nntrain.evaluate import evaluate_checkpoint
+from nntrain.models import MODELS, build_model
+
+LENGTHS = [5, 2, 7, 1]
+
+
+def padded_real(gen: torch.Generator, features: int = 3) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A batch of real-valued sequences padded with NaN rows (the documented layout) and each one alone."""
+    seqs = [torch.randn(n, features, generator=gen) for n in LENGTHS]
+    batch = torch.full((len(seqs), max(LENGTHS), features), float("nan"))
+    for i, s in enumerate(seqs):
+        batch[i, : len(s)] = s
+    return batch, [s.unsqueeze(0) for s in seqs]
+
+
+def padded_tokens(gen: torch.Generator, vocab: int = 20) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    seqs = [torch.randint(1, vocab, (n,), generator=gen) for n in LENGTHS]
+    batch = torch.zeros((len(seqs), max(LENGTHS)), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        batch[i, : len(s)] = s
+    return batch, [s.unsqueeze(0) for s in seqs]
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+@pytest.mark.parametrize("pool", ["last", "mean", "max"])
+@pytest.mark.parametrize("tokens", [False, True], ids=["real", "tokens"])
+def test_padded_batch_gives_each_sequence_its_output_alone(name, pool, tokens):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    if tokens:
+        batch, alone = padded_tokens(gen)
+        inferred = {"vocab_size": 20, "padding_idx": 0, "num_classes": 3}
+    else:
+        batch, alone = padded_real(gen)
+        inferred = {"input_size": 3, "num_classes": 3}
+    spec = {"name": name, "hidden_size": 8, "num_layers": 2, "bidirectional": True, "pool": pool,
+            "embedding_dim": 6, "dropout": 0.3}
+    model = build_model(spec, inferred).eval()
+    with torch.no_grad():
+        out = model(batch)
+        single = torch.cat([model(s) for s in alone])
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+    assert torch.allclose(out, single, atol=1e-5)
+
+
+def test_padding_would_change_the_result_without_packing():
+    """The invariance above is not vacuous: zero rows read as data give other outputs."""
+    torch.manual_seed(0)
+    batch, alone = padded_real(torch.Generator().manual_seed(1))
+    model = build_model({"name": "gru", "hidden_size": 8}, {"input_size": 3, "num_classes": 2}).eval()
+    with torch.no_grad():
+        packed = model(batch)
+        zeros_as_data = model(batch.nan_to_num(0.0))
+    full = torch.tensor(LENGTHS) == max(LENGTHS)
+    assert torch.allclose(packed[full], zeros_as_data[full], atol=1e-6)
+    assert not torch.allclose(packed[~full], zeros_as_data[~full], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_forward_backward_regression_head(name):
+    model = build_model({"name": name, "input_proj": 5, "hidden_size": 4}, {"input_size": 2, "output_size": 3})
+    x = torch.randn(6, 9, 2)
+    out = model(x)
+    assert out.shape == (6, 3) and model.input_proj.in_features == 2
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_sizes_come_from_the_data_and_explicit_mismatches_fail():
+    info = DataInfo("classification", (12,), 4, vocab_size=50)
+    model = build_model({"name": "lstm", "embedding_dim": 7}, info.model_kwargs())
+    assert model.embedding.num_embeddings == 50 and model.embedding.padding_idx == 0
+    assert model.head.out_features == 4
+    with pytest.raises(ConfigError, match="model.vocab_size: the config says 40 but the data has 50"):
+        build_model({"name": "lstm", "vocab_size": 40}, info.model_kwargs())
+    with pytest.raises(ConfigError, match="exactly one of num_classes"):
+        build_model({"name": "gru", "num_classes": 2}, {"input_size": 2, "output_size": 1})
+    with pytest.raises(ConfigError, match="needs sequences"):
+        build_model({"name": "gru"}, {"in_features": 4, "num_classes": 2})
+
+
+def test_rnn_registry_parameters_are_listed():
+    params = MODELS.parameters("gru")
+    for key in ("hidden_size", "num_layers", "bidirectional", "dropout", "embedding_dim", "pool", "input_size"):
+        assert key in params
+
+
+def _sine_csv(path: Path, n: int = 160) -> Path:
+    import math
+
+    rows = [f"{i},{10 + 5 * math.sin(i / 4):.5f}" for i in range(n)]
+    path.write_text("t,value\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_forecasting_run_reports_original_units_and_eval_reproduces_it(tmp_path):
+    from nntrain.experiment import fit
+
+    raw = {
+        "name": "sine",
+        "data": {
+            "dataset": {"name": "timeseries_csv", "path": str(_sine_csv(tmp_path / "s.csv")),
+                        "columns": "value", "window": 8, "test_split": 0.2},
+            "val_split": 0.2,
+            "batch_size": 32,
+        },
+        "model": {"name": "gru", "hidden_size": 8},
+        "loss": {"name": "mse"},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 3, "checkpoint": {"monitor": "val/rmse"}},
+        "log": {"dir": str(tmp_path / "runs"), "tensorboard": False},
+    }
+    summary = fit(config_from_dict(raw), progress=False)
+    final, test = summary["final"], summary["test"]
+    assert {"val/mse", "val/rmse", "val/mae", "val/loss"} <= set(final) and "val/acc" not in final
+    # The series has std ~3.5: mse in original units is the scaled loss times the variance.
+    ratio = final["val/mse"] / final["val/loss"]
+    assert 6 < ratio < 20
+    assert test["test/rmse"] == pytest.approx(test["test/mse"] ** 0.5)
+    ckpt = Path(summary["run_dir"]) / "checkpoints" / "best.pt"
+    metrics, out = evaluate_checkpoint(ckpt, "test")
+    assert metrics["test/rmse"] == pytest.approx(test["test/rmse"], rel=1e-5)
+    assert json.loads(out.read_text())["test/mae"] == pytest.approx(test["test/mae"], rel=1e-5)
+
+
+def test_monitoring_accuracy_on_regression_data_is_a_config_error(tmp_path):
+    from nntrain.experiment import build_parts
+
+    raw = {
+        "name": "sine",
+        "data": {"dataset": {"name": "timeseries_csv", "path": str(_sine_csv(tmp_path / "s.csv")),
+                             "columns": "value"}},
+        "model": {"name": "lstm"},
+        "loss": {"name": "mse"},
+        "train": {"checkpoint": {"monitor": "val/acc"}},
+    }
+    with pytest.raises(ConfigError, match="train.checkpoint.monitor: 'val/acc' is not measured on regression"):
+        build_parts(config_from_dict(raw))
+    raw["train"] = {}
+    raw["loss"] = {"name": "cross_entropy"}
+    with pytest.raises(ConfigError, match="loss.name: 'cross_entropy' needs class labels"):
+        build_parts(config_from_dict(raw))
