@@ -123,6 +123,8 @@ def fit(
         table = Table(title="summary", show_header=False)
         table.add_row("run folder", summary["run_dir"])
         table.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")
+        if summary["found_lr"] is not None:
+            table.add_row("optimizer.lr: auto", f"{summary['found_lr']:.3g} (LR range test)")
         if summary["stop_reason"]:
             table.add_row("stopped", summary["stop_reason"])
         best = summary["best"]

@@ -123,6 +123,8 @@ def spec_errors(key: Key, registry: Registry, spec: Any) -> list[tuple[Key, str]
         elif registry is MODELS and arg in _NESTED:
             if value is not None:
                 errors += spec_errors(key + (arg,), _NESTED[arg], value)
+        elif registry is OPTIMIZERS and arg == "lr" and value == "auto":
+            continue  # chosen by an LR range test before training (experiment.build_parts)
         elif arg in _NON_NEGATIVE and isinstance(value, (int, float)) and value < 0:
             errors.append((key + (arg,), f"must be >= 0 (got {value!r})"))
         elif arg in hints and (msg := _type_error(hints[arg], value)):
@@ -161,7 +163,8 @@ def _dry_build(key: Key, registry: Registry, spec: dict[str, Any]) -> list[tuple
         if registry is OPTIMIZERS or registry is SCHEDULERS:
             weight = torch.nn.Parameter(torch.zeros(2, 2))
             if registry is OPTIMIZERS:
-                OPTIMIZERS.build(spec, params=[weight])
+                concrete = {**spec, "lr": 1e-3} if spec.get("lr") == "auto" else spec
+                OPTIMIZERS.build(concrete, params=[weight])
             else:
                 optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
                 SCHEDULERS.build(spec, optimizer=optimizer, steps_per_epoch=10, epochs=2)

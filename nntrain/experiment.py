@@ -71,6 +71,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
     schedule: Optional[Schedule]
     device: torch.device
+    found_lr: Optional[float] = None  # the LR chosen for `optimizer.lr: auto`
 
     @property
     def updates_per_epoch(self) -> int:
@@ -159,11 +160,29 @@ def build_parts(
     opt_spec = cfg.optimizer.model_dump()
     if device.type == "cuda" and opt_spec["name"] in ("adam", "adamw", "sgd"):
         opt_spec.setdefault("fused", True)  # one kernel for the whole update instead of one per tensor
+    auto_lr = opt_spec.get("lr") == "auto"
+    if auto_lr:
+        opt_spec["lr"] = 1e-3  # a placeholder: the range test sets every LR itself
     optimizer = build_optimizer(opt_spec, model, cfg.regularization.include_bias_and_norm)
     parts = Parts(cfg, data, model, loss_fn, optimizer, None, device)
+    if auto_lr:
+        _choose_lr(parts, opt_spec)
     spec = None if cfg.scheduler is None else cfg.scheduler.model_dump()
     parts.schedule = build_schedule(spec, optimizer, parts.updates_per_epoch, cfg.train.epochs)
     return parts
+
+
+def _choose_lr(parts: Parts, opt_spec: dict[str, Any]) -> None:
+    """`optimizer.lr: auto`: an LR range test picks the LR, recorded in the resolved config.
+
+    The test restores the model and RNG states, so training starts as it would with that LR given.
+    """
+    from nntrain.lr_find import range_test
+
+    lr = range_test(parts).suggestion
+    parts.cfg.optimizer.lr = parts.found_lr = lr
+    opt_spec["lr"] = lr
+    parts.optimizer = build_optimizer(opt_spec, parts.model, parts.cfg.regularization.include_bias_and_norm)
 
 
 def make_run_dir(cfg: Config) -> Path:
@@ -255,6 +274,8 @@ def fit(
     if resume is not None:
         ckpt_path = resume_checkpoint(resume)
         ckpt = load_checkpoint(ckpt_path)
+        if getattr(cfg.optimizer, "lr", None) == "auto":  # keep the LR the range test chose
+            cfg.optimizer.lr = ckpt["config"]["optimizer"]["lr"]
         diff = config_diff(ckpt["config"], cfg.to_dict())
         if diff and not allow_config_change:
             raise ConfigError(
@@ -341,6 +362,7 @@ def fit(
         "final": trainer.last_metrics,
         "best": {"monitor": ckpt_cfg.monitor, "value": checkpointer.best, "epoch": checkpointer.best_epoch},
         "nan_skipped": trainer.nan_skipped,
+        "found_lr": parts.found_lr,
         "time_s": round(time.perf_counter() - start, 3),
         "train_time_s": round(trainer.train_time, 3),
         "samples_per_s": round(trainer.samples_seen * trainer.world / max(trainer.train_time, 1e-9), 1),

@@ -63,15 +63,22 @@ def _pretrained_overrides(path: Path, request, cli, folder: Path) -> list[str]:
     parts = Path(checkpoint).parts
     producer = next((p for p in CONFIG_FILES if len(parts) >= 2 and _raw(p).get("name") == parts[1]), None)
     assert producer is not None, f"no config in configs/ makes the run {checkpoint} that {path.name} starts from"
-    args = ["fit", producer, "--set", "train.epochs=1", "--set", f"log.dir={folder}", "--set", "log.tensorboard=false"]
-    for override in _data_overrides(producer, request):
+    quick = ["train.epochs=1", "train.test_at_end=false", "log.tensorboard=false", f"log.dir={folder}"]
+    args = ["fit", producer]
+    for override in quick + _data_overrides(producer, request):
         args += ["--set", override]
     result = cli(*args)
     assert result.exit_code == 0, f"fit {producer.name}: {result.stderr}{result.exception!r}"
     return [f"model.init_from.checkpoint={folder / Path(*parts[1:])}"]
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=IDS)
+# Configs that start from another config's run need that run trained first: slow.
+CHECKED = [
+    pytest.param(p, marks=pytest.mark.slow) if _get(_raw(p), "model", "init_from") else p for p in CONFIG_FILES
+]
+
+
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
 def test_config_passes_check(path, cli, request, monkeypatch, tmp_path):
     overrides = _data_overrides(path, request)
     monkeypatch.chdir(REPO)  # configs name data relative to the repository root

@@ -145,3 +145,22 @@ def test_cli_check_plot_lr_writes_every_update(tmp_path):
     assert len(rows) == updates and rows[0][:2] == ["0", "1"] and rows[-1][:2] == [str(updates - 1), "2"]
     assert float(rows[0][2]) == pytest.approx(1e-4) and float(rows[10][2]) == pytest.approx(1e-3)
     assert "warmup: the first 10 updates" in result.output
+
+
+def test_lr_auto_runs_the_range_test_and_records_the_choice(tmp_path):
+    from nntrain.config import config_from_dict, load_config
+    from nntrain.experiment import fit
+
+    cfg = config_from_dict({
+        "name": "auto",
+        "data": {"dataset": {"name": "mnist_small"}, "val_split": 0.5, "batch_size": 64},
+        "model": {"name": "mlp", "hidden": [32]},
+        "optimizer": {"name": "adam", "lr": "auto"},
+        "train": {"epochs": 1, "test_at_end": False},
+        "log": {"dir": str(tmp_path), "tensorboard": False},
+    })
+    summary = fit(cfg, progress=False)
+    assert 1e-5 < summary["found_lr"] < 1.0
+    saved = load_config(f"{summary['run_dir']}/config.yaml")
+    assert saved.optimizer.lr == summary["found_lr"]
+    assert summary["final"]["val/acc"] > 0.8

@@ -153,3 +153,36 @@ def test_monitoring_accuracy_on_regression_data_is_a_config_error(tmp_path):
     raw["loss"] = {"name": "cross_entropy"}
     with pytest.raises(ConfigError, match="loss.name: 'cross_entropy' needs class labels"):
         build_parts(config_from_dict(raw))
+
+
+def test_text_checkpoint_keeps_its_vocabulary_for_eval(tmp_path):
+    """`nntrain eval` tokenizes with the vocabulary stored in the checkpoint, not one rebuilt from the file."""
+    from nntrain.checkpoint import load_checkpoint
+    from nntrain.experiment import fit
+
+    good, bad = ["great", "fine", "superb", "lovely"], ["awful", "dull", "poor", "bland"]
+    rows = [f"{good[i % 4]} film {good[(i + 1) % 4]},pos" for i in range(30)]
+    rows += [f"{bad[i % 4]} film {bad[(i + 2) % 4]},neg" for i in range(30)]
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\ngreat superb,pos\ndull poor film,neg\nlovely,pos\n", encoding="utf-8")
+    raw = {
+        "name": "text",
+        "data": {"dataset": {"name": "text_csv", "path": str(train), "test_path": str(test)},
+                 "val_split": 0.2, "batch_size": 16},
+        "model": {"name": "gru", "embedding_dim": 8, "hidden_size": 8, "pool": "mean"},
+        "optimizer": {"name": "adam", "lr": 0.05},
+        "train": {"epochs": 3, "checkpoint": {"monitor": "val/acc"}},
+        "log": {"dir": str(tmp_path / "runs"), "tensorboard": False},
+    }
+    summary = fit(config_from_dict(raw), progress=False)
+    best = Path(summary["run_dir"]) / "checkpoints" / "best.pt"
+    stored = load_checkpoint(best)["data_info"]["source_state"]
+    assert stored["vocab"][:2] == ["<pad>", "<unk>"] and "superb" in stored["vocab"]
+    # A training file with other words would give another vocabulary; eval must not use it.
+    train.write_text("text,label\n" + "\n".join(f"zz{i} yy{i},{'pos' if i % 2 else 'neg'}" for i in range(60)) + "\n",
+                     encoding="utf-8")
+    metrics, _ = evaluate_checkpoint(best, "test")
+    assert metrics["test/acc"] == pytest.approx(summary["test"]["test/acc"])
+    assert metrics["test/loss"] == pytest.approx(summary["test"]["test/loss"], rel=1e-5)
