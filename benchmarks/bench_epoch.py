@@ -141,13 +141,17 @@ class HandSide:
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.batch_size = parts.cfg.data.batch_size
-        self.gen = torch.Generator().manual_seed(1)
+        self.seed, self.epochs_done = parts.cfg.seed, 0
 
     def epoch(self) -> float:
         x, y, b = self.x, self.y, self.batch_size
         n = len(x)
         self.model.train()
-        order = torch.randperm(n, generator=self.gen).to(x.device)
+        # The shuffle nntrain's TensorLoader draws for this epoch, so both sides take the same
+        # trajectory: same weights, same optimizer state, same arithmetic (tiny denormal values in
+        # Adam's state cost CPU time, and which ones appear depends on the trajectory).
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epochs_done)
+        order = torch.randperm(n, generator=gen).to(x.device)
         loss_sum = torch.zeros((), device=x.device)
         for i in range(0, n, b):
             idx = order[i : i + b]
@@ -157,6 +161,7 @@ class HandSide:
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach() * len(idx)  # on the device: no host sync per step
+        self.epochs_done += 1
         return (loss_sum / n).item()
 
 
@@ -170,13 +175,13 @@ def bench(model_name: str, data: Path, epochs: int) -> dict:
         sides = {"nntrain": ours, "hand": hand}
         wall: dict[str, list[float]] = {name: [] for name in sides}
         cpu: dict[str, list[float]] = {name: [] for name in sides}
-        losses: dict[str, float] = {}
-        for side in sides.values():  # warm-up: allocator, kernels, lazy imports, first writes
-            side.epoch()
+        losses: dict[str, list[float]] = {name: [] for name in sides}
+        for name, side in sides.items():  # warm-up: allocator, kernels, lazy imports, first writes
+            losses[name].append(side.epoch())
         for _ in range(epochs):
             for name, side in sides.items():
                 start, start_cpu = time.perf_counter(), time.process_time()
-                losses[name] = side.epoch()
+                losses[name].append(side.epoch())
                 wall[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)  # all threads of this process
         ours.close()
@@ -212,7 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         fmt = lambda ts: " ".join(f"{t:.3f}" for t in ts)  # noqa: E731
         for side in ("nntrain", "hand"):
             print(f"  {name:5s} {side:7s} wall [{fmt(r['wall'][side])}]  cpu [{fmt(r['cpu'][side])}]  "
-                  f"last epoch loss {r['losses'][side]:.4f}")
+                  f"epoch losses [{' '.join(f'{v:.6f}' for v in r['losses'][side])}]")
+        gap = max(abs(a - b) for a, b in zip(r["losses"]["nntrain"], r["losses"]["hand"]))
+        same = "the same work" if gap < 1e-4 else "DIFFERENT trajectories: check the comparison"
+        print(f"  {name:5s} largest epoch-loss difference nntrain vs hand: {gap:.2e} ({same})")
     print()
     print("| model | samples/epoch | nntrain wall (s) | hand wall (s) | wall ratio | "
           "nntrain cpu (s) | hand cpu (s) | cpu ratio |")

@@ -13,15 +13,20 @@ from nntrain.registry import Registry
 
 LOSSES = Registry("loss")
 
-LOSSES.register("cross_entropy")(nn.CrossEntropyLoss)
-LOSSES.register("mse")(nn.MSELoss)
-LOSSES.register("l1")(nn.L1Loss)
-LOSSES.register("smooth_l1")(nn.SmoothL1Loss)
-LOSSES.register("huber")(nn.HuberLoss)
-LOSSES.register("bce_with_logits")(nn.BCEWithLogitsLoss)
+_DEPRECATED = ("size_average", "reduce")  # torch's old spellings of `reduction`
+LOSSES.register("cross_entropy", _DEPRECATED, "softmax cross-entropy on logits; label_smoothing in [0, 1]")(
+    nn.CrossEntropyLoss
+)
+LOSSES.register("mse", _DEPRECATED, "mean squared error (one-hot targets on classification data)")(nn.MSELoss)
+LOSSES.register("l1", _DEPRECATED, "mean absolute error")(nn.L1Loss)
+LOSSES.register("smooth_l1", _DEPRECATED, "squared below beta, absolute above (Fast R-CNN)")(nn.SmoothL1Loss)
+LOSSES.register("huber", note="squared below delta, linear above")(nn.HuberLoss)
+LOSSES.register("bce_with_logits", _DEPRECATED, "sigmoid + binary cross-entropy, numerically stable")(
+    nn.BCEWithLogitsLoss
+)
 
 
-@LOSSES.register("nll")
+@LOSSES.register("nll", _DEPRECATED)
 class NLLLoss(nn.NLLLoss):
     """Negative log-likelihood of log_softmax(outputs): models emit logits, so it equals cross-entropy."""
 

@@ -23,12 +23,21 @@ from nntrain.registry import Registry
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
 
-OPTIMIZERS.register("sgd")(torch.optim.SGD)
-OPTIMIZERS.register("adam")(torch.optim.Adam)
-OPTIMIZERS.register("adamw")(torch.optim.AdamW)
-OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
-OPTIMIZERS.register("adagrad")(torch.optim.Adagrad)
-OPTIMIZERS.register("adadelta")(torch.optim.Adadelta)
+_INTERNAL = ("capturable", "differentiable")  # torch internals, not training choices
+OPTIMIZERS.register("sgd", _INTERNAL, "SGD; momentum and nesterov for the heavy-ball and Nesterov variants")(
+    torch.optim.SGD
+)
+OPTIMIZERS.register("adam", _INTERNAL, "Adam (Kingma & Ba); amsgrad for AMSGrad")(torch.optim.Adam)
+OPTIMIZERS.register("adamw", _INTERNAL, "Adam with decoupled weight decay (Loshchilov & Hutter)")(torch.optim.AdamW)
+OPTIMIZERS.register("rmsprop", _INTERNAL, "RMSProp (Hinton): divides by a running RMS of gradients")(
+    torch.optim.RMSprop
+)
+OPTIMIZERS.register("adagrad", _INTERNAL, "Adagrad (Duchi et al.): per-parameter LR from summed squares")(
+    torch.optim.Adagrad
+)
+OPTIMIZERS.register("adadelta", _INTERNAL, "Adadelta (Zeiler): LR-free running-average updates")(
+    torch.optim.Adadelta
+)
 
 
 def param_groups(model: nn.Module, weight_decay: float, include_bias_and_norm: bool) -> list[dict]:

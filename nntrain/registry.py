@@ -27,7 +27,8 @@ class Registry:
 
         Args:
             name: the name configs use.
-            runtime: keyword arguments supplied by nntrain at build time (never from YAML).
+            runtime: keyword arguments configs may not set: supplied by nntrain at build time
+                (e.g. an optimizer's params), or deprecated ones of a torch built-in.
             note: one line shown by `nntrain list`.
         """
 
