@@ -19,7 +19,8 @@ from nntrain.data.transforms import AUGMENTATIONS, NORMALIZERS
 from nntrain.losses import LOSSES
 from nntrain.models import MODELS, InitFrom
 from nntrain.models.init import ACTIVATIONS, INITS
-from nntrain.optim import OPTIMIZERS, SCHEDULERS
+from nntrain.optim import OPTIMIZERS
+from nntrain.schedules import SCHEDULERS
 from nntrain.registry import Registry
 
 # Registries by the KIND argument of `nntrain list`.

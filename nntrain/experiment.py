@@ -30,7 +30,8 @@ from nntrain.data.loaders import Data, build_data
 from nntrain.errors import ConfigError, DataError, Interrupted, RunError
 from nntrain.losses import build_loss
 from nntrain.models import build_model
-from nntrain.optim import Schedule, build_optimizer, build_schedule
+from nntrain.optim import build_optimizer
+from nntrain.schedules import Schedule, build_schedule
 from nntrain.trainer import Trainer, evaluate
 
 

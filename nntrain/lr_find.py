@@ -264,7 +264,7 @@ def schedule_preview(cfg: Config, steps_per_epoch: int, path: Optional[Path] = N
         path: .png (needs matplotlib) or .csv; default <log.dir>/<name>/lr_schedule.png, or .csv
             when matplotlib is not installed.
     """
-    from nntrain.optim import preview_schedule
+    from nntrain.schedules import preview_schedule
 
     spec = None if cfg.scheduler is None else cfg.scheduler.model_dump()
     epochs = cfg.train.epochs

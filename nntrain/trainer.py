@@ -19,7 +19,7 @@ from nntrain.data.loaders import Data, TensorLoader
 from nntrain.data.transforms import AUGMENTATIONS
 from nntrain.errors import ConfigError, RunError
 from nntrain.losses import penalized_parameters, penalty
-from nntrain.optim import Schedule
+from nntrain.schedules import Schedule
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

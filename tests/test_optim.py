@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from nntrain.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_schedule
+from nntrain.optim import OPTIMIZERS, build_optimizer
+from nntrain.schedules import SCHEDULERS, build_schedule
 
 # Arguments for schedulers that have required ones; a new scheduler with required arguments
 # fails test_scheduler_builds_and_steps until it gets an example here.

@@ -10,7 +10,7 @@ import torch
 
 from nntrain.config import validate
 from nntrain.errors import ConfigError, RunError
-from nntrain.optim import SCHEDULERS, build_schedule, preview_schedule
+from nntrain.schedules import SCHEDULERS, build_schedule, preview_schedule
 
 BASE = 0.1
 
