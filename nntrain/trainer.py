@@ -84,7 +84,8 @@ class Trainer:
             self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         wrapped = self.ddp or model
         self.forward = torch.compile(wrapped) if train.compile else wrapped
-        self.aug_generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        # Each rank draws its own augmentations (the same seed would repeat them across ranks).
+        self.aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + distributed.rank())
         self.augment = [AUGMENTATIONS.build(s, generator=self.aug_generator) for s in cfg.data.augment]
         reg = cfg.regularization
         self.l1, self.l2 = reg.l1, reg.l2
@@ -183,10 +184,10 @@ class Trainer:
             self._update()
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> None:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         for augment in self.augment:
             x = augment(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
             loss = self.loss_fn(self.forward(x), y)
             total = loss
