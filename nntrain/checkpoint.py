@@ -56,8 +56,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        lines = [ln for ln in str(exc).splitlines() if "WeightsUnpickler error" in ln] or [str(exc)]
-        detail = lines[0].replace("WeightsUnpickler error:", "").strip()[:200]
+        message = str(exc)
+        detail = message.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        detail = detail[0][:200] if detail else ""
+        if "global" not in detail.lower() and "reduce" not in detail.lower():
+            # Not a class or callable the unpickler met: the bytes are simply not a pickle.
+            raise CheckpointError(f"{path}: not a readable checkpoint (damaged, or not written by torch.save)")
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled Python objects, which could run code "
             f"({detail}); nntrain checkpoints hold only tensors and plain data"

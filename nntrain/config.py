@@ -10,6 +10,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -428,8 +429,13 @@ def validate(raw: dict[str, Any], source: Optional[_Source] = None) -> Config:
         errors += _schema_errors(exc, source)
     errors += [f"{source.where(key)} {_dotted(key)}: {msg}" for key, msg in component_errors(raw)]
     if errors:
-        # One line per problem, in file order, each once.
-        raise ConfigError("\n".join(dict.fromkeys(errors)))
+        # One line per problem, each once, in file order (overrides and file-level problems last).
+        def line(error: str) -> float:
+            where = error.split(" ", 1)[0]
+            number = where.rsplit(":", 1)[-1]
+            return int(number) if where.startswith(source.path + ":") and number.isdigit() else math.inf
+
+        raise ConfigError("\n".join(sorted(dict.fromkeys(errors), key=line)))
     assert cfg is not None
     return cfg
 
