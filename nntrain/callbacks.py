@@ -194,7 +194,28 @@ class TensorBoardLogger(Callback):
             tag = f"{key}_epoch" if key in self.STEP_TAGS else key
             self.writer.add_scalar(tag, value, trainer.step)
         self.writer.add_scalar("epoch", trainer.epoch, trainer.step)
+        if trainer.data.info.task == "reconstruction" and trainer.data.val[0].dim() == 4:
+            self._reconstructions(trainer)
         self.writer.flush()
+
+    def _reconstructions(self, trainer: "Trainer", count: int = 16) -> None:
+        """An image grid per epoch: validation inputs (top row) above their reconstructions."""
+        import torch
+        from torchvision.utils import make_grid
+
+        x = trainer.data.val[0][:count]
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            out = model(x).float()
+        model.train(was_training)
+        if isinstance(trainer.loss_fn, torch.nn.BCEWithLogitsLoss):
+            out = out.sigmoid()
+        pair = torch.cat([x.float(), out.view_as(x)]).cpu()
+        low, high = pair.amin(), pair.amax()  # to [0, 1] for display, whatever the normalization
+        grid = make_grid((pair - low) / (high - low).clamp_min(1e-8), nrow=len(x))
+        self.writer.add_image("val/reconstructions", grid, trainer.step)
 
     def on_fit_end(self, trainer: "Trainer") -> None:
         if trainer.interrupted is None and trainer.last_metrics:

@@ -204,3 +204,22 @@ def test_pretrain_then_finetune_then_eval_without_the_pretrained_file(tmp_path):
     shutil.rmtree(runs / "ae")  # the fine-tuned checkpoint holds every weight it needs
     metrics, _ = evaluate_checkpoint(best, "test")
     assert metrics["test/acc"] == pytest.approx(summary["test"]["test/acc"])
+
+
+def test_reconstruction_runs_log_an_image_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nntrain.experiment import fit
+
+    raw = {"name": "ae", "data": {"dataset": {"name": "mnist_small"}, "task": "reconstruction",
+                                  "val_split": 0.8, "batch_size": 128},
+           "model": {"name": "autoencoder", "variant": "conv", "latent_dim": 8, "hidden": [4, 8]},
+           "loss": {"name": "bce_with_logits"},
+           "train": {"epochs": 2, "checkpoint": {"monitor": "val/mse"}, "test_at_end": False},
+           "log": {"dir": str(tmp_path)}}
+    summary = fit(config_from_dict(raw), progress=False)
+    events = EventAccumulator(summary["run_dir"])
+    events.Reload()
+    grids = events.Images("val/reconstructions")
+    assert [g.step for g in grids] == [10, 20]  # one per epoch: 1,200 images / 128 -> 10 updates
+    assert grids[0].width == 16 * 30 + 2 and grids[0].height == 2 * 30 + 2  # 16 pairs, 2-pixel padding
