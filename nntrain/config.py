@@ -349,28 +349,34 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: Optional[
     raw = copy.deepcopy(raw)
     for text in overrides:
         key, value = parse_override(text)
-        node: Any = raw
-        for i, part in enumerate(key[:-1]):
-            nxt = node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else (
-                node.get(part) if isinstance(node, dict) else None
-            )
-            if nxt is None and isinstance(node, dict):
-                nxt = node[part] = {}
-            if not isinstance(nxt, (dict, list)):
-                raise ConfigError(f"--set {text}: '{_dotted(key[: i + 1])}' is not a section")
-            node = nxt
-        last = key[-1]
-        if isinstance(node, list):
-            if not isinstance(last, int) or last >= len(node):
-                raise ConfigError(f"--set {text}: '{_dotted(key[:-1])}' has {len(node)} items")
-            node[last] = value
-        elif value is None:
-            node[last] = None
-        else:
-            node[last] = value
+        set_key(raw, key, value, f"--set {text}")
         if source is not None:
             source.overrides[key] = text
     return raw
+
+
+def set_key(raw: dict[str, Any], key: Key, value: Any, where: str) -> None:
+    """Sets a dotted key in place: a missing section is created, a value replaces a whole section.
+
+    `where` names the origin (e.g. `--set a.b=1`) in the error raised for a path that can't exist.
+    """
+    node: Any = raw
+    for i, part in enumerate(key[:-1]):
+        if isinstance(node, list):
+            nxt = node[part] if isinstance(part, int) and part < len(node) else None
+            if nxt is None:
+                raise ConfigError(f"{where}: '{_dotted(key[:i])}' has {len(node)} items")
+        else:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+        if not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"{where}: '{_dotted(key[: i + 1])}' is not a section")
+        node = nxt
+    last = key[-1]
+    if isinstance(node, list) and (not isinstance(last, int) or last >= len(node)):
+        raise ConfigError(f"{where}: '{_dotted(key[:-1])}' has {len(node)} items")
+    node[last] = value
 
 
 def _fields_at(loc: Key) -> list[str]:

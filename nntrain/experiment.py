@@ -186,10 +186,10 @@ def _choose_lr(parts: Parts, opt_spec: dict[str, Any]) -> None:
     parts.optimizer = build_optimizer(opt_spec, parts.model, parts.cfg.regularization.include_bias_and_norm)
 
 
-def make_run_dir(cfg: Config) -> Path:
-    """`<log.dir>/<name>/<YYYYmmdd-HHMMSS>`, never an existing folder."""
+def make_run_dir(cfg: Config, prefix: str = "", what: str = "run") -> Path:
+    """`<log.dir>/<name>/<prefix><YYYYmmdd-HHMMSS>`, never an existing folder."""
     parent = Path(cfg.log.dir) / cfg.name
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = prefix + datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         for i in range(1000):
@@ -200,8 +200,8 @@ def make_run_dir(cfg: Config) -> Path:
             except FileExistsError:
                 continue
     except OSError as exc:
-        raise RunError(f"cannot create the run folder under {parent}: {exc.strerror or exc}") from None
-    raise RunError(f"cannot create a new run folder under {parent}")
+        raise RunError(f"cannot create the {what} folder under {parent}: {exc.strerror or exc}") from None
+    raise RunError(f"cannot create a new {what} folder under {parent}")
 
 
 def resume_checkpoint(path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from nntrain.callbacks import Callback, improved
 from nntrain.config import (
-    TASK_METRICS, Config, Key, SweepConfig, SweepParam, _dotted, _read_yaml, _Source, apply_overrides,
+    TASK_METRICS, Config, Key, SweepConfig, SweepParam, _dotted, _read_yaml, _Source, apply_overrides, set_key,
     monitor_mode, validate,
 )
 from nntrain.errors import ConfigError, RunError
@@ -117,28 +117,6 @@ class _TrialSource(_Source):
         return created[0] if created else super().where(key)
 
 
-def _set(raw: dict[str, Any], key: Key, value: Any, where: str) -> None:
-    """Sets a dotted key like `--set` does: a missing section is created, a value replaces a section."""
-    node: Any = raw
-    for i, part in enumerate(key[:-1]):
-        if isinstance(node, list):
-            nxt = node[part] if isinstance(part, int) and part < len(node) else None
-            if nxt is None:
-                raise ConfigError(f"{where}: '{_dotted(key[:i])}' has {len(node)} items")
-        else:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-        if not isinstance(nxt, (dict, list)):
-            raise ConfigError(f"{where}: '{_dotted(key[: i + 1])}' is not a section")
-        node = nxt
-    last = key[-1]
-    if isinstance(node, list):
-        if not isinstance(last, int) or last >= len(node):
-            raise ConfigError(f"{where}: '{_dotted(key[:-1])}' has {len(node)} items")
-    node[last] = value
-
-
 @dataclass
 class Plan:
     """A config's sweep made concrete: the base config, the searched keys and how to search them."""
@@ -168,7 +146,7 @@ class Plan:
         chosen = [p for p in self.params if p.name in values]
         where = {p.key: self.source.where(("sweep", "params", p.name)) for p in chosen}
         for p in sorted(chosen, key=lambda p: len(p.key)):  # a whole section before keys inside it
-            _set(raw, p.key, copy.deepcopy(values[p.name]), f"{where[p.key]} sweep.params.{p.name}")
+            set_key(raw, p.key, copy.deepcopy(values[p.name]), f"{where[p.key]} sweep.params.{p.name}")
         return validate(raw, _TrialSource(self.source, where))
 
     def decode(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -14,30 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from nntrain.config import Config, to_yaml
+from nntrain.config import to_yaml
 from nntrain.errors import ConfigError, Interrupted, RunError
 from nntrain.sweep.plan import SCALARS, Plan, format_value, load_plan, value_label
 from nntrain.sweep.study import count_trials, mask_url, open_study, requeue_cut_short, work
 
 STORAGE_ENV = "NNTRAIN_SWEEP_STORAGE"  # --storage from the environment: keeps a password off the command line
-
-
-def _new_sweep_dir(cfg: Config) -> Path:
-    """`<log.dir>/<name>/sweep-<YYYYmmdd-HHMMSS>`, never an existing folder."""
-    parent = Path(cfg.log.dir) / cfg.name
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        for i in range(1000):
-            folder = parent / (f"sweep-{stamp}" if i == 0 else f"sweep-{stamp}-{i}")
-            try:
-                folder.mkdir()
-                return folder
-            except FileExistsError:
-                continue
-    except OSError as exc:
-        raise RunError(f"cannot create the sweep folder under {parent}: {exc.strerror or exc}") from None
-    raise RunError(f"cannot create a new sweep folder under {parent}")
 
 
 def _alive(pid: int) -> bool:
@@ -65,7 +47,9 @@ class SweepPlace:
 
 def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Optional[str]) -> SweepPlace:
     if resume is None:
-        sweep_dir = _new_sweep_dir(plan.cfg)
+        from nntrain.experiment import make_run_dir
+
+        sweep_dir = make_run_dir(plan.cfg, prefix="sweep-", what="sweep")
         meta = {
             "config": str(plan.path), "overrides": plan.overrides,
             "storage": None if storage is None else mask_url(storage),  # None: study.db in this folder
