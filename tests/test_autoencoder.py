@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nntrain.checkpoint import FORMAT, load_checkpoint
-from nntrain.config import Component, config_from_dict, validate
-from nntrain.data.datasets import DataInfo, Splits
+from nntrain.config import config_from_dict, validate
+from nntrain.data.datasets import DataInfo
 from nntrain.data.loaders import Data
 from nntrain.errors import CheckpointError, ConfigError, DataError
 from nntrain.models import build_model

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from nntrain.callbacks import Callback, improved
 from nntrain.config import (
-    TASK_METRICS, Config, Key, SweepConfig, SweepParam, _dotted, _read_yaml, _Source, apply_overrides, set_key,
+    TASK_METRICS, Config, Key, SweepConfig, SweepParam, _read_yaml, _Source, apply_overrides, set_key,
     monitor_mode, validate,
 )
 from nntrain.errors import ConfigError, RunError
