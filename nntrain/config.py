@@ -11,12 +11,13 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from nntrain.errors import ConfigError
 
@@ -244,6 +245,20 @@ class Config(_Strict):
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def locate(self, message: str) -> str:
+        """Prefixes `file:line` to a message that starts with a dotted key (`data.dataset.path: ...`),
+        for errors found while building, after validation."""
+        match = re.match(r"([A-Za-z_][\w]*(?:\.\w+)*): ", message)
+        if match is None or self._source is None:
+            return message
+        key = tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
+        return f"{self._source.where(key)} {message}"
+
+    _source: Optional["_Source"] = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the content; not where it was read from
+        return isinstance(other, Config) and self.model_dump() == other.model_dump()
+
 
 def monitor_mode(monitor: str, mode: Optional[str]) -> str:
     """The explicit mode, else 'max' for accuracies and 'min' for losses."""
@@ -443,6 +458,7 @@ def validate(raw: dict[str, Any], source: Optional[_Source] = None) -> Config:
 
         raise ConfigError("\n".join(sorted(dict.fromkeys(errors), key=line)))
     assert cfg is not None
+    cfg._source = source
     return cfg
 
 

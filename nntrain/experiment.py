@@ -142,7 +142,15 @@ def build_parts(
 
     `normalizer_state` and `data_info` come from a checkpoint: data is then prepared exactly as
     in training (normalizer statistics; a source's vocabulary or scaler, `DataInfo.source_state`).
+    Errors that name a config key get the key's file and line.
     """
+    try:
+        return _build_parts(cfg, normalizer_state, data_info)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(cfg.locate(str(exc))) from None
+
+
+def _build_parts(cfg: Config, normalizer_state: Optional[dict], data_info: Optional[dict]) -> Parts:
     seed_everything(cfg.seed)
     device = distributed.init(cfg.train.device) or resolve_device(cfg.train.device)
     if cfg.train.deterministic:

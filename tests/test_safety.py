@@ -152,3 +152,15 @@ def test_unwritable_run_folder_is_a_clear_run_error(tmp_path):
     cfg = _cfg(blocker)  # log.dir is a file: the run folder cannot be created
     with pytest.raises(RunError, match="cannot create the run folder"):
         fit(cfg, progress=False)
+
+
+def test_data_errors_found_while_building_name_the_file_and_line(tmp_path):
+    from nntrain.errors import DataError
+    from nntrain.experiment import check
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ndata:\n  dataset: {name: csv, path: missing.csv, target: y}\nmodel: {name: mlp}\n")
+    with pytest.raises(DataError, match=r"c.yaml:3 data.dataset.path: 'missing.csv' not found"):
+        check(load_config(path))
+    with pytest.raises(DataError, match=r"--set data.dataset.path=gone.csv data.dataset.path: 'gone.csv'"):
+        check(load_config(path, ["data.dataset.path=gone.csv"]))
