@@ -82,15 +82,27 @@ def header_variants(config: str) -> list[Variant]:
     return variants
 
 
+class RunFailed(Exception):
+    """`nntrain fit` exited with 1: a failure during the run (a NaN loss, say), an outcome to report."""
+
+
 def nntrain(args: list[str], env: dict[str, str], log: Path) -> None:
-    """Runs `python -m nntrain ARGS` in the repository root; its output goes to `log`."""
+    """Runs `python -m nntrain ARGS` in the repository root; its output goes to `log`.
+
+    Raises RunFailed on exit status 1 (with nntrain's error line); any other failure ends the script.
+    """
     with open(log, "w", encoding="utf-8") as out:
         result = subprocess.run(
             [sys.executable, "-m", "nntrain", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    if result.returncode != 0:
-        tail = "".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[-15:])
-        raise SystemExit(f"nntrain {shlex.join(args)} exited with {result.returncode}:\n{tail}")
+    if result.returncode == 0:
+        return
+    lines = log.read_text(encoding="utf-8").splitlines()
+    if result.returncode == 1:
+        error = [ln for ln in lines if ln.startswith("error:")] or lines[-1:] or ["(no output)"]
+        raise RunFailed(error[-1])
+    tail = "\n".join(lines[-15:])
+    raise SystemExit(f"nntrain {shlex.join(args)} exited with {result.returncode}:\n{tail}")
 
 
 def run_variant(config: str, variant: Variant, seed: int, log_dir: Path, tensorboard: bool, env: dict) -> Run:
@@ -122,14 +134,19 @@ def eval_last(run: Run, env: dict) -> float:
 # ---------------------------------------------------------------------------------------- tables
 
 
-def fmt(values: list[Optional[float]], digits: int = 3, sci: bool = False) -> str:
-    """Mean (± standard deviation over seeds) of `values`; '-' where a value is missing."""
+def fmt(values: list[Optional[float]], digits: int = 3, sci: bool = False, integer: bool = False) -> str:
+    """Mean (± standard deviation over seeds, unless they all agree) of `values`; '-' if none.
+
+    `integer` values (epochs) print as whole numbers when they all agree, else with one decimal.
+    """
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    spec = f".{digits - 1}e" if sci else f".{digits}f"
+    if integer and len(set(values)) == 1:
+        return str(int(values[0]))
+    spec = ".1f" if integer else f".{digits - 1}e" if sci else f".{digits}f"
     mean = statistics.fmean(values)
-    if len(values) == 1:
+    if len(set(values)) == 1:
         return format(mean, spec)
     return f"{format(mean, spec)} ± {format(statistics.stdev(values), spec)}"
 
@@ -153,16 +170,16 @@ COMMON: list[Column] = [
     ("final val/loss", lambda r: r.summary["final"]["val/loss"], {}),
     ("final val/acc", lambda r: r.summary["final"]["val/acc"], {}),
     ("best val/acc", lambda r: r.summary["best"]["value"], {}),
-    ("best epoch", lambda r: r.summary["best"]["epoch"], {"digits": 1}),
+    ("best epoch", lambda r: r.summary["best"]["epoch"], {"integer": True}),
     ("test/acc (best.pt)", lambda r: r.summary.get("test", {}).get("test/acc"), {}),
-    ("epochs run", lambda r: r.summary["epochs"], {"digits": 1}),
+    ("epochs run", lambda r: r.summary["epochs"], {"integer": True}),
     ("time s", lambda r: r.summary["time_s"], {"digits": 1}),
 ]
 EXTRA: dict[str, list[Column]] = {
     "schedules": [("final lr", lambda r: r.summary["final"]["lr"], {"digits": 2, "sci": True})],
     "overfitting": [
         ("min val/loss", lambda r: min(e["val/loss"] for e in r.epochs), {}),
-        ("its epoch", lambda r: min(r.epochs, key=lambda e: e["val/loss"])["epoch"], {"digits": 1}),
+        ("its epoch", lambda r: min(r.epochs, key=lambda e: e["val/loss"])["epoch"], {"integer": True}),
         ("test/acc (last.pt)", lambda r: r.extra.get("test_acc_last"), {}),
     ],
 }
@@ -175,6 +192,28 @@ def results_table(comparison: str, results: dict[str, list[Run]]) -> str:
         for name, runs in results.items()
     ]
     return table(["variant"] + [title for title, _, _ in columns], rows)
+
+
+# Epoch-record curves printed per comparison: the keys, and the epochs (1-based) to show.
+CURVES: dict[str, tuple[list[str], list[int]]] = {
+    "deep_sigmoid_vs_relu": (["val/acc"], [1, 2, 3, 5, 10]),
+    "optimizers": (["train/loss"], [1, 2, 3, 5, 10]),
+    "schedules": (["lr", "val/loss"], [1, 3, 5, 6, 10, 11, 15]),
+    "overfitting": (["val/loss"], [1, 3, 5, 7, 10, 20, 40, 60]),
+}
+
+
+def curve_table(key: str, epochs: list[int], results: dict[str, list[Run]]) -> str:
+    """`key` of the epoch records after each of `epochs`; '-' where a run had stopped before."""
+    rows = []
+    for name, runs in results.items():
+        cells = []
+        for epoch in epochs:
+            values = [epoch_value(r, key, epoch) for r in runs]
+            sci = key in ("lr", "train/loss")
+            cells.append("-" if None in values else fmt(values, digits=2 if sci else 3, sci=sci))
+        rows.append([f"`{name}`"] + cells)
+    return table(["variant"] + [f"epoch {e}" for e in epochs], rows)
 
 
 def layer_weights(run: Run) -> list[str]:
@@ -236,15 +275,29 @@ def main() -> None:
         config = COMPARISONS[comparison]
         results: dict[str, list[Run]] = {}
         start = time.perf_counter()
+        failures: list[str] = []
         for variant in header_variants(config):
+            results[variant.name] = []
             for seed in seeds:
-                run = run_variant(config, variant, seed, out / comparison / f"seed-{seed}", args.tensorboard, env)
-                if comparison == "overfitting":
-                    run.extra["test_acc_last"] = eval_last(run, env)
-                results.setdefault(variant.name, []).append(run)
+                try:
+                    run = run_variant(config, variant, seed, out / comparison / f"seed-{seed}", args.tensorboard, env)
+                    if comparison == "overfitting":
+                        run.extra["test_acc_last"] = eval_last(run, env)
+                except RunFailed as exc:
+                    failures.append(f"- `{variant.name}`, seed {seed}: {exc}")
+                    print(f"  {comparison}/{variant.name} seed {seed}: FAILED {exc}", file=sys.stderr, flush=True)
+                    continue
+                results[variant.name].append(run)
                 print(f"  {comparison}/{variant.name} seed {seed}: {run.dir}", file=sys.stderr, flush=True)
+        results = {name: runs for name, runs in results.items() if runs}
         print(f"## {comparison} (`{config}`, {time.perf_counter() - start:.0f}s wall)\n")
         print(results_table(comparison, results) + "\n")
+        if failures:
+            print("Runs that failed (left out of the tables):\n\n" + "\n".join(failures) + "\n")
+        keys, epochs = CURVES[comparison]
+        for key in keys:
+            print(f"{key} after each epoch (the epoch records of metrics.jsonl):\n")
+            print(curve_table(key, epochs, results) + "\n")
         if comparison == "deep_sigmoid_vs_relu":
             print("Gradient norm of the first and last layer's weights, mean over the step records "
                   "logged during epoch 1:\n")

@@ -281,6 +281,7 @@ class ProgressBar(Callback):
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            auto_refresh=False,  # redrawn from on_batch_end: no refresh thread competing with training
         )
         self.progress.start()
         self._new_task(trainer)
@@ -296,7 +297,7 @@ class ProgressBar(Callback):
         now = time.perf_counter()
         if now - self._last > 0.1:  # throttled: the bar never costs a per-step redraw
             self._last = now
-            self.progress.update(self.task, completed=trainer.batch_in_epoch)
+            self.progress.update(self.task, completed=trainer.batch_in_epoch, refresh=True)
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         self.progress.remove_task(self.task)

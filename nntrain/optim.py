@@ -30,7 +30,12 @@ OPTIMIZERS.register("adadelta", _INTERNAL, "Adadelta (Zeiler): LR-free running-a
 
 
 def param_groups(model: nn.Module, weight_decay: float, include_bias_and_norm: bool) -> list[dict]:
-    """Two groups so weight decay skips biases and norm parameters, unless asked otherwise (timm)."""
+    """Two groups so weight decay skips biases and norm parameters, unless asked otherwise (timm).
+
+    Without weight decay there is one group: each group costs the optimizer its own kernel launches.
+    """
+    if not weight_decay:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
     decay = penalized_parameters(model, include_bias_and_norm)
     ids = {id(p) for p in decay}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
