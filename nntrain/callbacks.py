@@ -60,6 +60,7 @@ class EarlyStopping(Callback):
         self.restore_best = restore_best
         self.best: Optional[float] = None
         self.best_state: Optional[dict[str, Any]] = None  # weights of the best epoch (restore_best)
+        self.best_metrics: dict[str, float] = {}
         self.wait = 0
         self.reason: Optional[str] = None
 
@@ -81,19 +82,28 @@ class EarlyStopping(Callback):
         stop = self._evaluate(metrics[self.monitor])
         if self.restore_best and self.wait == 0 and not stop:  # this epoch is the new best
             self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            self.best_metrics = dict(metrics)
         if stop:
             trainer.should_stop = True
             trainer.stop_reason = f"early stopping: {self.reason}"
-            if self.restore_best and self.best_state is not None:
-                trainer.model.load_state_dict(self.best_state)
-                trainer.stop_reason += f"; restored the weights of the best epoch ({self.best:.4g})"
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        # Restored here, after the stopping epoch's checkpoints: best.pt of epoch E holds epoch E.
+        if self.restore_best and self.reason and trainer.should_stop and self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+            trainer.last_metrics = dict(self.best_metrics)
+            trainer.restored_best = True
+            trainer.stop_reason += f"; restored the weights of the best epoch ({self.best:.4g})"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait, "reason": self.reason, "best_state": self.best_state}
+        return {
+            "best": self.best, "wait": self.wait, "reason": self.reason,
+            "best_state": self.best_state, "best_metrics": self.best_metrics,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.wait, self.reason = state["best"], state["wait"], state["reason"]
-        self.best_state = state.get("best_state")
+        self.best_state, self.best_metrics = state.get("best_state"), state.get("best_metrics", {})
 
 
 class ModelCheckpoint(Callback):
@@ -127,6 +137,10 @@ class ModelCheckpoint(Callback):
 
     def on_interrupt(self, trainer: "Trainer") -> None:
         self._save(trainer.state_dict(), "last.pt")
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        if trainer.restored_best:  # early stopping put the best epoch's weights back
+            self._save(trainer.state_dict(), "last.pt")
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         value = metrics[self.monitor]

@@ -116,6 +116,7 @@ class TrainConfig(_Strict):
     test_at_end: bool = True  # evaluate the best checkpoint on the test split after training
     on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss stops the run, or its update is skipped
     deterministic: bool = False  # torch's deterministic algorithms (slower on CUDA)
+    threads: Optional[int] = Field(None, ge=1)  # CPU threads; default: OMP_NUM_THREADS, else torch's
 
 
 class LogConfig(_Strict):

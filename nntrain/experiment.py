@@ -152,6 +152,8 @@ def build_parts(
 
 def _build_parts(cfg: Config, normalizer_state: Optional[dict], data_info: Optional[dict]) -> Parts:
     seed_everything(cfg.seed)
+    if cfg.train.threads is not None:  # torch already follows OMP_NUM_THREADS when it is set
+        torch.set_num_threads(cfg.train.threads)
     device = distributed.init(cfg.train.device) or resolve_device(cfg.train.device)
     if cfg.train.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic (torch's reproducibility notes).

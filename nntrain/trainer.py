@@ -96,6 +96,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of the current epoch done
         self.should_stop = False
         self.stop_reason: Optional[str] = None
+        self.restored_best = False  # early stopping's restore_best put the best weights back
         self.interrupted: Optional[int] = None  # the signal number, set by the signal handler
         self.samples_seen = 0
         self.train_time = 0.0

@@ -110,3 +110,19 @@ def test_restore_best_puts_back_the_best_weights(tmp_path):
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"]
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(best[k], last[k]) for k in best)
+
+
+def test_restore_best_keeps_best_pt_true_to_its_epoch(tmp_path):
+    from nntrain.evaluate import evaluate_checkpoint
+
+    es = {"monitor": "val/loss", "patience": 2, "restore_best": True}
+    raw = _cfg(tmp_path, train={"epochs": 30, "early_stopping": es, "grad_clip": None,
+                                "checkpoint": {"monitor": "val/acc"}}).to_dict()
+    raw["optimizer"] = {"name": "sgd", "lr": 0.3, "momentum": 0.9}
+    summary = fit(config_from_dict(raw), progress=False)
+    assert "restored" in summary["stop_reason"]
+    best = Path(summary["run_dir"]) / "checkpoints" / "best.pt"
+    metrics, _ = evaluate_checkpoint(best, "val")
+    assert metrics["val/acc"] == summary["best"]["value"]  # best.pt holds the weights of its epoch
+    last, _ = evaluate_checkpoint(best.with_name("last.pt"), "val")
+    assert last["val/loss"] == pytest.approx(summary["final"]["val/loss"])  # the restored weights
