@@ -1,6 +1,7 @@
 """nntrain's training epoch against a hand-written PyTorch loop, side by side in one process.
 
     python benchmarks/bench_epoch.py [--epochs 5] [--models mlp,lenet] [--data ../shared/data/mnist]
+                                     [--threads N]
 
 Both sides train the same architecture (built by nntrain's model builder, starting from the same
 weights) on the same in-memory tensors (the real MNIST training split that nntrain prepared:
@@ -9,9 +10,14 @@ standardized float tensors, 54,000 samples after the default 10% validation hold
 `Trainer.train_epoch`, built with `build_parts` from a `Config`, with the callbacks `nntrain fit`
 attaches (TensorBoard, metrics.jsonl, progress bar, checkpointing) writing into a temporary folder.
 
+The hand loop draws the same shuffle as nntrain's loader, so both sides follow the same trajectory;
+the script prints both sides' epoch losses and checks that they agree (proof of the same work).
+
 After one warm-up epoch each, the two alternate (nntrain, hand, nntrain, hand, ...) so that load
-from other processes hits both alike; the table reports the median epoch time of each (wall clock
-and process CPU time) and the ratio nntrain / hand.
+from other processes hits both alike; the table reports the median and the best epoch time of each
+side and the ratios nntrain / hand (target <= 1.05). On a shared machine `--threads 1` is steadier:
+with torch's default threads, other processes make single epochs 10x slower at random.
+Results and an analysis of the overhead: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

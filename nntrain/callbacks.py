@@ -309,7 +309,7 @@ class ProgressBar(Callback):
 
     def on_batch_end(self, trainer: "Trainer") -> None:
         now = time.perf_counter()
-        if now - self._last > 0.1:  # throttled: the bar never costs a per-step redraw
+        if now - self._last > 0.25:  # throttled: the bar never costs a per-step redraw
             self._last = now
             self.progress.update(self.task, completed=trainer.batch_in_epoch, refresh=True)
 
@@ -317,7 +317,7 @@ class ProgressBar(Callback):
         self.progress.remove_task(self.task)
         shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "epoch")
         elapsed = time.perf_counter() - self.epoch_start
-        self.console.print(f"epoch {trainer.epoch}/{trainer.epochs}  {shown}  {elapsed:.1f}s")
+        self.console.print(f"epoch {trainer.epoch}/{trainer.epochs}  {shown}  {elapsed:.1f}s", soft_wrap=True)
         if trainer.epoch < trainer.epochs and not trainer.should_stop:
             self._new_task(trainer)
 

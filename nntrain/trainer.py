@@ -57,6 +57,7 @@ class Trainer:
         self.cfg, self.model, self.loss_fn = cfg, model, loss_fn
         self.optimizer, self.schedule, self.data, self.device = optimizer, schedule, data, device
         self.callbacks, self.meta = list(callbacks), meta or {}
+        self._batch_hooks, self._update_hooks = self._overriding("on_batch_end"), self._overriding("on_update")
         train = cfg.train
         self.epochs, self.accumulate = train.epochs, train.accumulate
         self.skip_nan = train.on_nan == "skip"
@@ -71,7 +72,9 @@ class Trainer:
         self.batches_per_epoch = len(self.train_loader)
         self.autocast = autocast(device, train.precision)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-        self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+        self.fp16 = train.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.fp16)
+        self.grad_clip, self.every_n_steps = train.grad_clip, cfg.log.every_n_steps
         # channels_last lets cuDNN pick its fastest convolution kernels (a no-op elsewhere).
         self.channels_last = device.type == "cuda" and data.train[0].dim() == 4 and train.channels_last
         if self.channels_last:
@@ -156,9 +159,11 @@ class Trainer:
             update = (i + 1) % self.accumulate == 0 or i == last
             self.train_step(x, y, weights[i], update)
             self.batch_in_epoch = i + 1
-            self._call("on_batch_end")
+            for hook in self._batch_hooks:
+                hook(self)
             if update:
-                self._call("on_update")
+                for hook in self._update_hooks:
+                    hook(self)
                 # Stop only between updates, so a checkpoint never holds half an accumulation group.
                 if self._stop_requested():
                     return math.nan
@@ -178,8 +183,11 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, update: bool = True) -> None:
         """Forward and backward on one batch; an optimizer update when `update` is True."""
-        # DDP: gradients of micro-batches are only all-reduced at the update that uses them.
-        with self.ddp.no_sync() if self.ddp is not None and not update else contextlib.nullcontext():
+        if self.ddp is not None and not update:
+            # DDP: gradients of micro-batches are only all-reduced at the update that uses them.
+            with self.ddp.no_sync():
+                self._forward_backward(x, y, weight)
+        else:
             self._forward_backward(x, y, weight)
         if update:
             self._update()
@@ -200,15 +208,17 @@ class Trainer:
             self.nan_skipped += 1
         else:
             # Accumulation: scale so the summed gradients equal the gradient of the group's mean loss.
-            self.scaler.scale(total * weight if weight != 1.0 else total).backward()
+            if weight != 1.0:
+                total = total * weight
+            (self.scaler.scale(total) if self.fp16 else total).backward()
             self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
             self._loss_count += len(x)
             self.samples_seen += len(x)
 
     def _update(self) -> None:
-        log_now = (self.step + 1) % self.cfg.log.every_n_steps == 0
-        clip = self.cfg.train.grad_clip
-        if clip is not None or log_now:
+        log_now = (self.step + 1) % self.every_n_steps == 0
+        clip = self.grad_clip
+        if self.fp16 and (clip is not None or log_now):
             self.scaler.unscale_(self.optimizer)  # clip and measure the true gradients, not scaled ones
         grads = self._grad_norms() if log_now else None
         if clip is not None:
@@ -218,8 +228,11 @@ class Trainer:
                 nn.utils.clip_grad_value_(self.model.parameters(), clip.value)
             if grads is not None:
                 grads["train/grad_norm_clipped"] = self._total_grad_norm()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.fp16:
+            self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.step += 1
         if log_now:
             self._log_step(grads)  # before zero_grad and the LR update: logs this update's LR and grads
@@ -353,6 +366,11 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+    def _overriding(self, hook: str) -> list[Any]:
+        """Bound `hook` methods of the callbacks that override it: per-step hooks skip the no-ops."""
+        methods = [getattr(cb, hook) for cb in self.callbacks]
+        return [m for m in methods if getattr(m, "__func__", None) is not getattr(Callback, hook)]
 
 
 def evaluate(
