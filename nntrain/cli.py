@@ -133,7 +133,11 @@ def fit(
         for key, value in {**summary["final"], **summary.get("test", {})}.items():
             table.add_row(key, f"{value:.4g}")
         table.add_row("time", f"{summary['time_s']:.1f}s ({summary['samples_per_s']:.0f} samples/s)")
+        table.add_row(
+            "step time", f"{summary['step_time_ms']:.2f} ms ({summary['data_wait_share']:.1%} waiting for data)"
+        )
         console.print(table)
+        console.print(f"run folder: {summary['run_dir']}", soft_wrap=True)
 
     _run(debug, work)
 
