@@ -101,3 +101,25 @@ def test_no_update_until_the_group_is_complete(tmp_path):
     trainer.train_step(x[4:], y[4:], weight=0.5, update=True)
     assert trainer.step == 1
     assert all(p.grad is None for p in trainer.model.parameters())  # zeroed after the update
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_paths_run_on_cpu(tmp_path, precision):
+    """The autocast / GradScaler code paths run on CPU too; fp16's scaler state goes in the checkpoint."""
+    from nntrain.checkpoint import load_checkpoint
+    from nntrain.config import config_from_dict
+    from nntrain.experiment import fit
+
+    cfg = config_from_dict({
+        "name": "amp",
+        "data": {"dataset": {"name": "mnist_small"}, "val_split": 0.5, "batch_size": 100,
+                 "normalize": {"name": "standardize"}},
+        "model": {"name": "lenet"},
+        "optimizer": {"name": "adam", "lr": 0.005},
+        "train": {"epochs": 1, "precision": precision, "grad_clip": {"norm": 1.0}, "test_at_end": False},
+        "log": {"dir": str(tmp_path), "tensorboard": False, "every_n_steps": 3},
+    })
+    summary = fit(cfg, progress=False)
+    assert summary["final"]["val/acc"] > 0.5
+    state = load_checkpoint(f"{summary['run_dir']}/checkpoints/last.pt")
+    assert bool(state["scaler"]) == (precision == "fp16")  # an enabled scaler has a scale to save
