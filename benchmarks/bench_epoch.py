@@ -48,6 +48,7 @@ MODELS = {
     "mlp": {"name": "mlp", "hidden": [128], "activation": "relu"},  # 784-128-10
     "lenet": {"name": "lenet", "activation": "relu"},
     "lenet_crop": {"name": "lenet", "activation": "relu"},  # with random_crop padding 2 on both sides
+    "gru": {"name": "gru", "hidden_size": 64},  # MNIST rows as a 28-step sequence of 28 values
 }
 CROP_PADDING = 2
 
@@ -61,13 +62,17 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @DATASETS.register("bench_mnist_idx")
-def bench_mnist_idx(path: str) -> Splits:
-    """MNIST read straight from the four IDX .gz files in `path` (benchmark only)."""
+def bench_mnist_idx(path: str, rows: bool = False) -> Splits:
+    """MNIST read straight from the four IDX .gz files in `path` (benchmark only).
+
+    `rows`: each image as a sequence of 28 rows of 28 values, (N, 28, 28), for recurrent models.
+    """
     folder = Path(path)
     load = lambda name: torch.from_numpy(read_idx(folder / name).copy())  # noqa: E731
-    x_train = load("train-images-idx3-ubyte.gz").unsqueeze(1).float().div_(255.0)
-    x_test = load("t10k-images-idx3-ubyte.gz").unsqueeze(1).float().div_(255.0)
-    info = DataInfo("classification", (1, 28, 28), 10, [str(i) for i in range(10)])
+    shape = (lambda t: t) if rows else (lambda t: t.unsqueeze(1))
+    x_train = shape(load("train-images-idx3-ubyte.gz")).float().div_(255.0)
+    x_test = shape(load("t10k-images-idx3-ubyte.gz")).float().div_(255.0)
+    info = DataInfo("classification", tuple(x_train.shape[1:]), 10, [str(i) for i in range(10)])
     return Splits(
         x_train, load("train-labels-idx1-ubyte.gz").long(), info,
         x_test, load("t10k-labels-idx1-ubyte.gz").long(),
@@ -81,7 +86,7 @@ def make_config(model: dict, data: Path, log_dir: str, crop: bool = False):
             "name": f"bench_{model['name']}",
             "seed": 0,
             "data": {
-                "dataset": {"name": "bench_mnist_idx", "path": str(data)},
+                "dataset": {"name": "bench_mnist_idx", "path": str(data), "rows": model["name"] == "gru"},
                 "batch_size": 128,
                 "normalize": {"name": "standardize"},
                 "augment": augment,
@@ -216,8 +221,8 @@ def bench(model_name: str, data: Path, epochs: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=5, help="measured epochs per side (after 1 warm-up)")
-    parser.add_argument("--models", default="mlp,lenet,lenet_crop",
-                        help="comma-separated: mlp, lenet, lenet_crop (LeNet with random_crop padding 2)")
+    parser.add_argument("--models", default="mlp,lenet,lenet_crop,gru",
+                        help="comma-separated: mlp, lenet, lenet_crop (LeNet with random_crop padding 2), gru")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist",
                         help="folder with the four MNIST IDX .gz files")
     parser.add_argument("--threads", type=int, default=None,
