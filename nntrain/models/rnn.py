@@ -86,7 +86,8 @@ class SequenceModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, lengths = self._inputs(x)
         n, steps = h.shape[:2]
-        # Lengths go to the CPU for packing: one host sync per batch, and only for padded data.
+        # Lengths go to the CPU to decide on packing: one host sync per batch (free on the CPU; on
+        # CUDA it stalls the queue once per step, padded data or not).
         lengths = lengths.clamp_min(1).cpu()
         padded = bool((lengths < steps).any())
         if padded:
