@@ -4,14 +4,22 @@
                                      [--threads N]
 
 Both sides train the same architecture (built by nntrain's model builder, starting from the same
-weights) on the same in-memory tensors (the real MNIST training split that nntrain prepared:
-standardized float tensors, 54,000 samples after the default 10% validation hold-out), with batch
-128, Adam lr 1e-3, a new shuffle every epoch and cross-entropy. The nntrain side is the real
-`Trainer.train_epoch`, built with `build_parts` from a `Config`, with the callbacks `nntrain fit`
-attaches (TensorBoard, metrics.jsonl, progress bar, checkpointing) writing into a temporary folder.
+weights) on the same in-memory tensors (the real MNIST training split that nntrain prepared, 54,000
+samples after the default 10% validation hold-out), with batch 128, Adam lr 1e-3 and a new shuffle
+every epoch. The nntrain side is the real `Trainer.train_epoch`, built with `build_parts` from a
+`Config`, with the callbacks `nntrain fit` attaches (`experiment.build_callbacks`: TensorBoard,
+metrics.jsonl, progress bar, checkpointing) writing into a temporary folder.
 
-The hand loop draws the same shuffle as nntrain's loader, so both sides follow the same trajectory;
-the script prints both sides' epoch losses and checks that they agree (proof of the same work).
+Cases: `mlp` (784-128-10), `lenet`, `lenet_crop` (LeNet with random_crop padding 2) and `gru`
+(28 rows as a sequence) classify standardized images with cross-entropy. `autoencoder` is the
+model of configs/mnist_autoencoder.yaml (conv, channels [32, 64], a 32-number code, denoising
+noise 0.2) with `data.task: reconstruction` on pixels in [0, 1] and bce_with_logits against the
+clean input.
+
+The hand loop draws the same shuffle as nntrain's loader, and each side draws the autoencoder's
+input noise from its own copy of torch's random state, seeded alike, so both sides follow the same
+trajectory; the script prints both sides' epoch losses and checks that they agree (proof of the
+same work).
 
 After one warm-up epoch each, the two alternate (nntrain, hand, nntrain, hand, ...) so that load
 from other processes hits both alike; the table reports the median and the best epoch time of each
@@ -37,10 +45,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, even without an installed package
 
-from nntrain.callbacks import MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger  # noqa: E402
+from nntrain.callbacks import ProgressBar  # noqa: E402
 from nntrain.config import config_from_dict  # noqa: E402
 from nntrain.data.datasets import DATASETS, DataInfo, Splits  # noqa: E402
-from nntrain.experiment import build_parts  # noqa: E402
+from nntrain.experiment import build_callbacks, build_parts  # noqa: E402
 from nntrain.models import build_model  # noqa: E402
 from nntrain.trainer import Trainer  # noqa: E402
 
@@ -49,6 +57,8 @@ MODELS = {
     "lenet": {"name": "lenet", "activation": "relu"},
     "lenet_crop": {"name": "lenet", "activation": "relu"},  # with random_crop padding 2 on both sides
     "gru": {"name": "gru", "hidden_size": 64},  # MNIST rows as a 28-step sequence of 28 values
+    # configs/mnist_autoencoder.yaml's model: 28x28 -> 32 numbers -> 28x28 logits, denoising
+    "autoencoder": {"name": "autoencoder", "variant": "conv", "hidden": [32, 64], "latent_dim": 32, "noise_std": 0.2},
 }
 CROP_PADDING = 2
 
@@ -72,7 +82,10 @@ def bench_mnist_idx(path: str, rows: bool = False) -> Splits:
     shape = (lambda t: t) if rows else (lambda t: t.unsqueeze(1))
     x_train = shape(load("train-images-idx3-ubyte.gz")).float().div_(255.0)
     x_test = shape(load("t10k-images-idx3-ubyte.gz")).float().div_(255.0)
-    info = DataInfo("classification", tuple(x_train.shape[1:]), 10, [str(i) for i in range(10)])
+    info = DataInfo(
+        "classification", tuple(x_train.shape[1:]), 10, [str(i) for i in range(10)],
+        variable_length=False if rows else None,  # every image has 28 rows: nothing to pack
+    )
     return Splits(
         x_train, load("train-labels-idx1-ubyte.gz").long(), info,
         x_test, load("t10k-labels-idx1-ubyte.gz").long(),
@@ -81,6 +94,9 @@ def bench_mnist_idx(path: str, rows: bool = False) -> Splits:
 
 def make_config(model: dict, data: Path, log_dir: str, crop: bool = False):
     augment = [{"name": "random_crop", "padding": CROP_PADDING}] if crop else []
+    # Reconstruction as configs/mnist_autoencoder.yaml trains it: the target is the input, pixels
+    # stay in [0, 1] for bce_with_logits, and the checkpoint watches val/mse (no val/acc there).
+    reconstruction = model["name"] == "autoencoder"
     return config_from_dict(
         {
             "name": f"bench_{model['name']}",
@@ -88,13 +104,14 @@ def make_config(model: dict, data: Path, log_dir: str, crop: bool = False):
             "data": {
                 "dataset": {"name": "bench_mnist_idx", "path": str(data), "rows": model["name"] == "gru"},
                 "batch_size": 128,
-                "normalize": {"name": "standardize"},
+                "normalize": None if reconstruction else {"name": "standardize"},
                 "augment": augment,
+                "task": "reconstruction" if reconstruction else None,
             },
             "model": model,
-            "loss": {"name": "cross_entropy"},
+            "loss": {"name": "bce_with_logits" if reconstruction else "cross_entropy"},
             "optimizer": {"name": "adam", "lr": 1e-3},
-            "train": {"device": "cpu", "checkpoint": {"monitor": "val/acc"}},
+            "train": {"device": "cpu", "checkpoint": {"monitor": "val/mse" if reconstruction else "val/acc"}},
             "log": {"dir": log_dir, "tensorboard": True, "every_n_steps": 50},
         },
         where="<bench_epoch>",
@@ -111,12 +128,7 @@ class NntrainSide:
         # A terminal-like console that goes nowhere: the bar renders as it would for a user.
         self._sink = open(Path(run_dir) / "progress.txt", "w")
         console = Console(file=self._sink, force_terminal=True, width=100)
-        callbacks = [
-            TensorBoardLogger(run_dir),
-            MetricsLog(run_dir / "metrics.jsonl"),
-            ProgressBar(console),
-            ModelCheckpoint(run_dir / "checkpoints", "val/acc", "max"),  # epoch-end only
-        ]
+        callbacks, _ = build_callbacks(cfg, run_dir, console=console)  # exactly what `nntrain fit` attaches
         p = self.parts
         self.trainer = Trainer(
             cfg, p.model, p.loss_fn, p.optimizer, p.schedule, p.data, p.device, callbacks, {}
@@ -153,7 +165,8 @@ class HandSide:
         self.model = build_model(parts.cfg.model.model_dump(), parts.data.info.model_kwargs())
         self.model.load_state_dict(parts.model.state_dict())  # same starting weights
         self.model.to(parts.device)
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.reconstruction = parts.data.info.task == "reconstruction"
+        self.loss_fn = nn.BCEWithLogitsLoss() if self.reconstruction else nn.CrossEntropyLoss()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.batch_size = parts.cfg.data.batch_size
         self.seed, self.epochs_done = parts.cfg.seed, 0
@@ -183,7 +196,8 @@ class HandSide:
         loss_sum = torch.zeros((), device=x.device)
         for i in range(0, n, b):
             idx = order[i : i + b]
-            xb, yb = x[idx], y[idx]
+            xb = x[idx]
+            yb = xb if self.reconstruction else y[idx]  # an autoencoder's target is its (clean) input
             if self.crop:
                 xb = self.random_crop(xb)
             loss = self.loss_fn(self.model(xb), yb)
@@ -206,14 +220,21 @@ def bench(model_name: str, data: Path, epochs: int) -> dict:
         wall: dict[str, list[float]] = {name: [] for name in sides}
         cpu: dict[str, list[float]] = {name: [] for name in sides}
         losses: dict[str, list[float]] = {name: [] for name in sides}
+        # Each side's own copy of torch's global random state (the autoencoder's input noise), so
+        # both draw the same noise although their epochs alternate. Swapped outside the timing.
+        rng = {name: torch.get_rng_state() for name in sides}
         for name, side in sides.items():  # warm-up: allocator, kernels, lazy imports, first writes
+            torch.set_rng_state(rng[name])
             losses[name].append(side.epoch())
+            rng[name] = torch.get_rng_state()
         for _ in range(epochs):
             for name, side in sides.items():
+                torch.set_rng_state(rng[name])
                 start, start_cpu = time.perf_counter(), time.process_time()
                 losses[name].append(side.epoch())
                 wall[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)  # all threads of this process
+                rng[name] = torch.get_rng_state()
         ours.close()
     return {"model": model_name, "samples": len(hand.x), "wall": wall, "cpu": cpu, "losses": losses}
 
@@ -221,8 +242,9 @@ def bench(model_name: str, data: Path, epochs: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=5, help="measured epochs per side (after 1 warm-up)")
-    parser.add_argument("--models", default="mlp,lenet,lenet_crop,gru",
-                        help="comma-separated: mlp, lenet, lenet_crop (LeNet with random_crop padding 2), gru")
+    parser.add_argument("--models", default="mlp,lenet,lenet_crop,gru,autoencoder",
+                        help="comma-separated: mlp, lenet, lenet_crop (LeNet with random_crop padding 2), gru, "
+                             "autoencoder (conv, reconstruction, bce_with_logits)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist",
                         help="folder with the four MNIST IDX .gz files")
     parser.add_argument("--threads", type=int, default=None,
@@ -247,14 +269,14 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(r)
         fmt = lambda ts: " ".join(f"{t:.3f}" for t in ts)  # noqa: E731
         for side in ("nntrain", "hand"):
-            print(f"  {name:10s} {side:7s} wall [{fmt(r['wall'][side])}]  cpu [{fmt(r['cpu'][side])}]  "
+            print(f"  {name:11s} {side:7s} wall [{fmt(r['wall'][side])}]  cpu [{fmt(r['cpu'][side])}]  "
                   f"epoch losses [{' '.join(f'{v:.6f}' for v in r['losses'][side])}]")
         gap = max(abs(a - b) for a, b in zip(r["losses"]["nntrain"], r["losses"]["hand"]))
         if name.endswith("_crop"):  # each side draws its own crops: close losses, not equal ones
             same = "the same work, different random crops" if gap < 5e-2 else "DIFFERENT: check the comparison"
         else:
             same = "the same work" if gap < 1e-4 else "DIFFERENT trajectories: check the comparison"
-        print(f"  {name:10s} largest epoch-loss difference nntrain vs hand: {gap:.2e} ({same})")
+        print(f"  {name:11s} largest epoch-loss difference nntrain vs hand: {gap:.2e} ({same})")
     print()
     print("| model | samples/epoch | nntrain median (s) | hand median (s) | ratio (median) | "
           "nntrain best (s) | hand best (s) | ratio (best) | ratio (CPU time, median) |")

@@ -217,7 +217,7 @@ class TensorBoardLogger(Callback):
         import torch
         from torchvision.utils import make_grid
 
-        x = trainer.data.val[0][:count]
+        x = trainer.data.val[0][:count].to(trainer.device)
         model = trainer.model
         was_training = model.training
         model.eval()

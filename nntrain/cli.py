@@ -9,6 +9,7 @@ import enum
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -43,9 +44,19 @@ class Split(str, enum.Enum):
 
 
 def _run(debug: bool, work: Callable[[], Any]) -> Any:
-    """Runs `work`; an NntrainError becomes one message on stderr and its exit code."""
-    from nntrain.errors import NntrainError
+    """Runs `work`; an NntrainError becomes one message on stderr and its exit code, a
+    ConfigWarning one `warning:` line."""
+    from nntrain.errors import ConfigWarning, NntrainError
 
+    default_show = warnings.showwarning
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, ConfigWarning):
+            err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            default_show(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
     try:
         return work()
     except NntrainError as exc:
@@ -56,6 +67,8 @@ def _run(debug: bool, work: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130) from None
+    finally:
+        warnings.showwarning = default_show
 
 
 def _argv_without(option: str) -> list[str]:

@@ -39,7 +39,7 @@ REGISTRIES: dict[str, Registry] = {
 # Model arguments the data determines (DESIGN.md): optional in configs, checked against the data.
 INFERRED = (
     "in_features", "in_channels", "image_size", "num_classes",
-    "input_size", "vocab_size", "padding_idx", "output_size",
+    "input_size", "vocab_size", "padding_idx", "output_size", "variable_length",
 )
 
 # Model arguments that name a component of another registry.

@@ -44,6 +44,9 @@ class DataConfig(_Strict):
     normalize: Optional[Component] = None
     augment: list[Component] = []
     task: Optional[Literal["reconstruction"]] = None  # reconstruction: the target is the input (autoencoders)
+    # Keep the tensors in GPU memory (true), on the host with pinned, non-blocking copies per batch
+    # (false), or decide by their size against the GPU's free memory (auto). Moot on the CPU.
+    on_device: Literal["auto", True, False] = "auto"
 
 
 class RegularizationConfig(_Strict):
@@ -108,7 +111,8 @@ class TrainConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the model (checkpoints still hold plain weights)
-    channels_last: bool = True  # NHWC memory layout for image batches on CUDA (ignored elsewhere)
+    # NHWC memory layout for image batches on CUDA; null (the default) uses it wherever it applies.
+    channels_last: Optional[bool] = None
     accumulate: int = Field(1, ge=1)
     grad_clip: Optional[GradClip] = None
     early_stopping: Optional[EarlyStoppingConfig] = None

@@ -38,3 +38,8 @@ class Interrupted(NntrainError):
         super().__init__(message)
         self.exit_code = 128 + signum
         self.run_dir = run_dir
+
+
+class ConfigWarning(UserWarning):
+    """An option that has no effect, or a bad effect, where the run happens (CUDA-only options on
+    the CPU); shown as one line on stderr, and the run goes on."""

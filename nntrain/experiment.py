@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from nntrain.checkpoint import load_checkpoint, provenance
 from nntrain.config import TASK_METRICS, Config, monitor_mode, to_yaml
 from nntrain.data.augment import check_augmentations
 from nntrain.data.loaders import Data, build_data
-from nntrain.errors import ConfigError, DataError, Interrupted, RunError
+from nntrain.errors import ConfigError, ConfigWarning, DataError, Interrupted, RunError
 from nntrain.losses import build_loss
 from nntrain.models import build_model
 from nntrain.optim import build_optimizer
@@ -166,7 +167,10 @@ def _build_parts(cfg: Config, normalizer_state: Optional[dict], data_info: Optio
     _probe(model, data, cfg)
     check_augmentations(cfg.data.augment, data.train[0])  # images, channels, value range
     model.to(device)
-    data.to(device)  # in-memory data lives where training runs: no per-step host-to-device copy
+    # In-memory data lives where training runs (no per-step copy), unless it doesn't fit there.
+    data.to(device, resident=_data_on_device(cfg, data, device))
+    for message in device_warnings(cfg, device, data) if distributed.is_main() else ():
+        warnings.warn(cfg.locate(message), ConfigWarning, stacklevel=2)
     loss_fn = build_loss(cfg.loss.model_dump(), data.info).to(device)
     opt_spec = cfg.optimizer.model_dump()
     if device.type == "cuda" and opt_spec["name"] in ("adam", "adamw", "sgd"):
@@ -181,6 +185,36 @@ def _build_parts(cfg: Config, normalizer_state: Optional[dict], data_info: Optio
     spec = None if cfg.scheduler is None else cfg.scheduler.model_dump()
     parts.schedule = build_schedule(spec, optimizer, parts.updates_per_epoch, cfg.train.epochs)
     return parts
+
+
+def _data_on_device(cfg: Config, data: Data, device: torch.device) -> bool:
+    """`data.on_device: auto` keeps the tensors in GPU memory if they take at most half of what is
+    free (the rest is for weights, activations and optimizer state); else they stay on the host."""
+    if cfg.data.on_device != "auto":
+        return cfg.data.on_device
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.nbytes() <= free // 2
+
+
+def device_warnings(cfg: Config, device: torch.device, data: Data) -> list[str]:
+    """Options that do nothing (or harm) on `device`, each as a `key: why` message."""
+    train, found = cfg.train, []
+    images = data.train[0].dim() == 4
+    if train.channels_last and (device.type != "cuda" or not images):
+        what = f"device {device.type}" if device.type != "cuda" else f"{cfg.data.dataset.name} gives no images"
+        found.append(f"train.channels_last: applies to image batches on CUDA only; ignored here ({what})")
+    if device.type == "cpu" and train.precision != "fp32":
+        native = {"bf16": "_is_avx512_bf16_supported", "fp16": "_is_amx_fp16_supported"}[train.precision]
+        if not getattr(torch.cpu, native, lambda: False)():
+            found.append(
+                f"train.precision: {train.precision} has no native support on this CPU, so it is "
+                f"emulated and usually slower than fp32; it is meant for GPUs"
+            )
+    if device.type != "cuda" and cfg.data.on_device is False:
+        found.append(f"data.on_device: false keeps data off GPU memory; ignored on device {device.type}")
+    return found
 
 
 def _choose_lr(parts: Parts, opt_spec: dict[str, Any]) -> None:
@@ -262,6 +296,58 @@ def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def build_callbacks(
+    cfg: Config,
+    run_dir: Path,
+    resume_step: Optional[int] = None,
+    main: bool = True,
+    progress: bool = True,
+    console: Any = None,
+    extra: Sequence[Callback] = (),
+) -> tuple[list[Callback], ModelCheckpoint]:
+    """The callbacks `fit` attaches, in the order their hooks run.
+
+    Early stopping (if configured), TensorBoard (if `log.tensorboard`), metrics.jsonl, the progress
+    bar (if `progress`), `extra`, and the checkpointer last. Only the main process (`main`) writes
+    files, so the other ranks get early stopping and `extra` only.
+
+    Args:
+        cfg: the run's config.
+        run_dir: the run folder the loggers and the checkpointer write into.
+        resume_step: the step a resumed run continues from (loggers drop later entries), or None.
+        main: whether this is the process that writes files (rank 0 under torchrun).
+        progress: whether to show the progress bar.
+        console: the rich console the progress bar draws on (None: rich's default).
+        extra: callbacks to run after the built-in ones and before the checkpointer.
+
+    Returns:
+        The callbacks, and the checkpointer (also built off the main process: it tracks the best value).
+    """
+    callbacks: list[Callback] = []
+    es = cfg.train.early_stopping
+    if es is not None:
+        callbacks.append(
+            EarlyStopping(
+                es.monitor, monitor_mode(es.monitor, es.mode), es.patience, es.min_delta, es.restore_best
+            )
+        )
+    if cfg.log.tensorboard and main:
+        callbacks.append(TensorBoardLogger(run_dir, resume_step))
+    if main:
+        callbacks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
+    if progress and main:
+        callbacks.append(ProgressBar(console))
+    callbacks.extend(extra)
+    ckpt_cfg = cfg.train.checkpoint
+    checkpointer = ModelCheckpoint(
+        run_dir / "checkpoints", ckpt_cfg.monitor, monitor_mode(ckpt_cfg.monitor, ckpt_cfg.mode),
+        ckpt_cfg.every_n_epochs, ckpt_cfg.every_n_steps, ckpt_cfg.keep_top_k,
+    )
+    if main:
+        callbacks.append(checkpointer)  # last: the checkpoint holds the other callbacks' updated state
+    return callbacks, checkpointer
+
+
 def fit(
     cfg: Config,
     console: Any = None,
@@ -319,27 +405,7 @@ def fit(
     train = cfg.train
     ckpt_cfg = train.checkpoint
     resume_step = None if ckpt is None else ckpt["step"]
-    callbacks: list = []
-    if train.early_stopping is not None:
-        es = train.early_stopping
-        callbacks.append(
-            EarlyStopping(
-                es.monitor, monitor_mode(es.monitor, es.mode), es.patience, es.min_delta, es.restore_best
-            )
-        )
-    if cfg.log.tensorboard and main:
-        callbacks.append(TensorBoardLogger(run_dir, resume_step))
-    if main:
-        callbacks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
-    if progress and main:
-        callbacks.append(ProgressBar(console))
-    callbacks.extend(extra_callbacks)
-    checkpointer = ModelCheckpoint(
-        run_dir / "checkpoints", ckpt_cfg.monitor, monitor_mode(ckpt_cfg.monitor, ckpt_cfg.mode),
-        ckpt_cfg.every_n_epochs, ckpt_cfg.every_n_steps, ckpt_cfg.keep_top_k,
-    )
-    if main:
-        callbacks.append(checkpointer)  # last: the checkpoint holds the other callbacks' updated state
+    callbacks, checkpointer = build_callbacks(cfg, run_dir, resume_step, main, progress, console, extra_callbacks)
     meta = {
         "data_info": parts.data.info.to_dict(),
         "normalizer": None if parts.data.normalizer is None else parts.data.normalizer.state_dict(),
@@ -406,7 +472,7 @@ def model_summary(parts: Parts) -> list[tuple[str, str, str, int]]:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else "-"
             rows.append((name, type(mod).__name__, str(shape), sum(p.numel() for p in mod.parameters(recurse=False))))
         hooks.append(module.register_forward_hook(hook))
-    x = parts.data.train[0][: parts.cfg.data.batch_size]
+    x = parts.data.train[0][: parts.cfg.data.batch_size].to(parts.device)
     try:
         with torch.no_grad():
             parts.model(x)

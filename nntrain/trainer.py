@@ -67,7 +67,7 @@ class Trainer:
         self.world = distributed.world_size()
         self.train_loader = TensorLoader(
             *data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed,
-            rank=distributed.rank(), world=self.world,
+            rank=distributed.rank(), world=self.world, device=device,
         )
         self.batches_per_epoch = len(self.train_loader)
         self.autocast = autocast(device, train.precision)
@@ -76,7 +76,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.fp16)
         self.grad_clip, self.every_n_steps = train.grad_clip, cfg.log.every_n_steps
         # channels_last lets cuDNN pick its fastest convolution kernels (a no-op elsewhere).
-        self.channels_last = device.type == "cuda" and data.train[0].dim() == 4 and train.channels_last
+        self.channels_last = device.type == "cuda" and data.train[0].dim() == 4 and train.channels_last is not False
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         # DDP averages gradients across ranks in backward; `self.model` stays the unwrapped module.
@@ -393,17 +393,20 @@ def evaluate(
     module.eval()
     x, y = data.split(split)
     # Under DDP each rank evaluates its shard; the sums are added up across ranks below.
-    loader = TensorLoader(x, y, cfg.data.eval_batch_size, rank=distributed.rank(), world=distributed.world_size())
+    device = data.device or x.device
+    loader = TensorLoader(
+        x, y, cfg.data.eval_batch_size, rank=distributed.rank(), world=distributed.world_size(), device=device
+    )
     info = data.info
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    sq_sum = torch.zeros((), device=x.device)
-    abs_sum = torch.zeros((), device=x.device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    sq_sum = torch.zeros((), device=device)
+    abs_sum = torch.zeros((), device=device)
     classify = info.task == "classification"
     scale = shift = None
     if info.task == "regression" and info.target_scale is not None:
-        scale = torch.tensor(info.target_scale, device=x.device)
-        shift = torch.tensor(info.target_shift, device=x.device)
+        scale = torch.tensor(info.target_scale, device=device)
+        shift = torch.tensor(info.target_shift, device=device)
     logits = info.task == "reconstruction" and isinstance(loss_fn, nn.BCEWithLogitsLoss)
     with torch.inference_mode(), autocast_ctx or contextlib.nullcontext():
         for xb, yb in loader.epoch():

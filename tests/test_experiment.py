@@ -94,3 +94,35 @@ def test_eval_checkpoint_with_a_bad_stored_config(tmp_path, cli):
     _fake_checkpoint(path, config={"name": "x", "data": {"dataset": {"name": "mnist_small"}}, "model": {"name": "mlpp"}})
     stderr = assert_clean_error(cli("eval", path))
     assert "model.name: unknown model 'mlpp'; did you mean 'mlp'?" in stderr and str(path) in stderr
+
+
+# ------------------------------------------------------------------ the callbacks fit attaches
+
+
+def test_build_callbacks_order_and_ranks(tmp_path, write_config):
+    from nntrain.callbacks import (
+        Callback, EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger,
+    )
+    from nntrain.config import load_config
+    from nntrain.experiment import build_callbacks
+
+    cfg = load_config(write_config(tmp_path, train={"early_stopping": {"monitor": "val/acc"}, "device": "cpu"}))
+    extra = Callback()
+    callbacks, checkpointer = build_callbacks(cfg, tmp_path / "run", extra=[extra])
+    assert [type(cb) for cb in callbacks] == [
+        EarlyStopping, TensorBoardLogger, MetricsLog, ProgressBar, Callback, ModelCheckpoint,
+    ]
+    assert callbacks[4] is extra and callbacks[-1] is checkpointer  # the checkpointer saves the others' state last
+    assert callbacks[0].mode == "max" and checkpointer.mode == "min"  # val/acc up, val/loss (default) down
+    assert checkpointer.folder == tmp_path / "run" / "checkpoints"
+    callbacks[1].writer.close()
+
+    # Other ranks write no files: early stopping and the extra callbacks only; the checkpointer
+    # still exists (fit reports its best value) but is not attached.
+    callbacks, checkpointer = build_callbacks(cfg, tmp_path / "run2", main=False, extra=[extra])
+    assert [type(cb) for cb in callbacks] == [EarlyStopping, Callback]
+    assert isinstance(checkpointer, ModelCheckpoint)
+
+    cfg.log.tensorboard = False
+    callbacks, _ = build_callbacks(cfg, tmp_path / "run3", progress=False)
+    assert [type(cb) for cb in callbacks] == [EarlyStopping, MetricsLog, ModelCheckpoint]

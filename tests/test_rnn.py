@@ -1,15 +1,18 @@
-"""Recurrent models: padding invariance (packing), heads, inference from the data, regression runs end to end."""
+"""Recurrent models: padding invariance (packing), no host sync on fixed-length data, heads, inference from the data, regression runs end to end."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from nntrain.config import config_from_dict
-from nntrain.data.datasets import DataInfo
+from nntrain.data.datasets import DATASETS, DataInfo
 from nntrain.errors import ConfigError
 from nntrain.evaluate import evaluate_checkpoint
 from nntrain.models import MODELS, build_model
@@ -98,6 +101,82 @@ def test_rnn_registry_parameters_are_listed():
         assert key in params
 
 
+def cpu_spy() -> tuple[list[tuple[int, ...]], object]:
+    """A stand-in for `torch.Tensor.cpu` (a host sync on CUDA) and the shapes it was called on."""
+    calls, real = [], torch.Tensor.cpu
+
+    def cpu(tensor, *args, **kwargs):
+        calls.append(tuple(tensor.shape))
+        return real(tensor, *args, **kwargs)
+
+    return calls, cpu
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+@pytest.mark.parametrize("pool", ["last", "mean", "max"])
+@pytest.mark.parametrize("tokens", [False, True], ids=["real", "tokens"])
+def test_fixed_length_model_never_syncs_nor_packs_and_gives_the_same_output(name, pool, tokens):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    if tokens:
+        x = torch.randint(1, 20, (4, 7), generator=gen)  # no id is padding
+        inferred = {"vocab_size": 20, "padding_idx": 0, "num_classes": 3}
+    else:
+        x = torch.randn(4, 7, 3, generator=gen)
+        inferred = {"input_size": 3, "num_classes": 3}
+    spec = {"name": name, "hidden_size": 8, "num_layers": 2, "bidirectional": True, "pool": pool,
+            "embedding_dim": 6, "input_proj": None if tokens else 5}
+    padded = build_model(spec, {**inferred, "variable_length": True}).eval()
+    fixed = build_model(spec, {**inferred, "variable_length": False}).eval()
+    fixed.load_state_dict(padded.state_dict())
+    calls, cpu = cpu_spy()
+    with torch.no_grad(), mock.patch.object(torch.Tensor, "cpu", cpu):
+        before = padded(x)
+        assert calls == [(4,)]  # the spy sees the padding-aware model's per-batch sync of the lengths
+        with mock.patch("nntrain.models.rnn.pack_padded_sequence", side_effect=AssertionError("packed")):
+            after = fixed(x)
+    assert calls == [(4,)]
+    assert torch.allclose(after, before, atol=1e-6)
+
+
+def test_text_data_still_packs_and_stays_padding_invariant(tmp_path):
+    csv = tmp_path / "t.csv"
+    rows = [f"{'good ' * (1 + i % 5)}film,pos" if i % 2 else f"bad {'dull ' * (i % 4)},neg" for i in range(20)]
+    csv.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    info = DATASETS.build({"name": "text_csv", "path": str(csv)}).info
+    torch.manual_seed(0)
+    model = build_model({"name": "lstm", "hidden_size": 8, "embedding_dim": 6, "pool": "mean"},
+                        info.model_kwargs()).eval()
+    assert model.variable_length
+    batch, alone = padded_tokens(torch.Generator().manual_seed(1), vocab=info.vocab_size)
+    with torch.no_grad(), mock.patch("nntrain.models.rnn.pack_padded_sequence", wraps=pack_padded_sequence) as pack:
+        out = model(batch)
+        single = torch.cat([model(s) for s in alone])
+    assert pack.call_count == 1  # the padded batch; sequences alone are never padded
+    assert torch.allclose(out, single, atol=1e-5)
+
+
+def test_variable_length_comes_from_the_data(tmp_path):
+    """Token ids and NaN-padded sequences may vary in length; windows and unpadded arrays don't."""
+    csv = tmp_path / "t.csv"
+    csv.write_text("text,label\n" + "\n".join(f"w{i % 3} x,{i % 2}" for i in range(10)) + "\n", encoding="utf-8")
+    text = DATASETS.build({"name": "text_csv", "path": str(csv)}).info
+    series = DATASETS.build({"name": "timeseries_csv", "path": str(_sine_csv(tmp_path / "s.csv")),
+                             "columns": "value"}).info
+    np.savez(tmp_path / "full.npz", x=np.ones((3, 4, 2), np.float32), y=np.array([0, 1, 0]))
+    np.savez(tmp_path / "ragged.npz", x=np.ones((3, 4, 2), np.float32), y=np.array([0, 1, 0]), lengths=[4, 2, 1])
+    full, ragged = (DATASETS.build({"name": "npz", "path": str(tmp_path / f)}).info for f in ("full.npz", "ragged.npz"))
+    for info, variable in [(text, True), (series, False), (full, False), (ragged, True)]:
+        assert info.model_kwargs()["variable_length"] is variable
+        assert info.to_dict()["variable_length"] is variable
+        assert build_model({"name": "gru"}, info.model_kwargs()).variable_length is variable
+    # Data that doesn't say (images, a source of its own): the builder's safe default, packing.
+    assert "variable_length" not in DataInfo("classification", (1, 28, 28), 10).model_kwargs()
+    assert build_model({"name": "gru"}, {"input_size": 3, "num_classes": 2}).variable_length
+    with pytest.raises(ConfigError, match="model.variable_length: the config says True but the data has False"):
+        build_model({"name": "gru", "variable_length": True}, series.model_kwargs())
+
+
 def _sine_csv(path: Path, n: int = 160) -> Path:
     import math
 
@@ -134,6 +213,13 @@ def test_forecasting_run_reports_original_units_and_eval_reproduces_it(tmp_path)
     metrics, out = evaluate_checkpoint(ckpt, "test")
     assert metrics["test/rmse"] == pytest.approx(test["test/rmse"], rel=1e-5)
     assert json.loads(out.read_text())["test/mae"] == pytest.approx(test["test/mae"], rel=1e-5)
+    # Checkpoints from before `variable_length` was recorded evaluate the same.
+    stored = torch.load(ckpt, weights_only=True)
+    assert stored["data_info"].pop("variable_length") is False
+    old = ckpt.with_name("old.pt")
+    torch.save(stored, old)
+    metrics, _ = evaluate_checkpoint(old, "test")
+    assert metrics["test/rmse"] == pytest.approx(test["test/rmse"], rel=1e-5)
 
 
 def test_monitoring_accuracy_on_regression_data_is_a_config_error(tmp_path):
@@ -178,6 +264,7 @@ def test_text_checkpoint_keeps_its_vocabulary_for_eval(tmp_path):
     }
     summary = fit(config_from_dict(raw), progress=False)
     best = Path(summary["run_dir"]) / "checkpoints" / "best.pt"
+    assert load_checkpoint(best)["data_info"]["variable_length"] is True
     stored = load_checkpoint(best)["data_info"]["source_state"]
     assert stored["vocab"][:2] == ["<pad>", "<unk>"] and "superb" in stored["vocab"]
     # A training file with other words would give another vocabulary; eval must not use it.

@@ -24,7 +24,8 @@ class DataInfo:
     Input layouts: tabular (F,), images (C, H, W), real-valued sequences (T, F) and token
     sequences (T,) of int64 ids (`vocab_size` set; id 0 is padding). Variable-length real-valued
     sequences are padded at the end with rows that are NaN in every feature; variable-length
-    token sequences are padded at the end with id 0.
+    token sequences are padded at the end with id 0. Sources of sequences say whether theirs
+    vary in length (`variable_length`): recurrent models skip all padding work when they don't.
     """
 
     task: str  # "classification", "regression" or "reconstruction"
@@ -39,6 +40,9 @@ class DataInfo:
     # What the source fitted on the training split (a vocabulary, a scaler): plain data, stored
     # in checkpoints and handed back to the source by `nntrain eval` so it prepares data the same way.
     source_state: Optional[dict[str, Any]] = None
+    # Sequences: whether some are padded (True: token ids, NaN-padded rows), or all are full length.
+    # None: the source doesn't say (and images or tables have no steps); models then assume padding.
+    variable_length: Optional[bool] = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Sizes a model builder may take from the data instead of the config."""
@@ -57,6 +61,8 @@ class DataInfo:
             kwargs["num_classes"] = self.num_classes
         if self.output_size is not None:
             kwargs["output_size"] = self.output_size
+        if self.variable_length is not None:
+            kwargs["variable_length"] = self.variable_length
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +76,7 @@ class DataInfo:
             "target_shift": self.target_shift,
             "target_scale": self.target_scale,
             "source_state": self.source_state,
+            "variable_length": self.variable_length,
         }
 
 

@@ -252,17 +252,22 @@ def npz(
     x, y = load(path, "path")
     x_test, y_test = load(test_path, "test_path") if test_path is not None else (None, None)
     shape = tuple(x.shape[1:])
-    vocab_size = None
+    vocab_size = variable = None
     if x.dtype == torch.long:
         vocab_size = int(max(x.max(), 0 if x_test is None else x_test.max())) + 1
+        variable = True
+    elif x.dim() == 3:  # real-valued sequences vary in length only if some carry NaN padding rows
+        variable = any(bool(t.isnan().all(dim=-1).any()) for t in (x, x_test) if t is not None)
     if y is None:
-        info = DataInfo("unlabeled", shape, vocab_size=vocab_size)
+        info = DataInfo("unlabeled", shape, vocab_size=vocab_size, variable_length=variable)
         none = lambda t: None if t is None else torch.zeros(len(t), dtype=torch.long)  # noqa: E731
         return Splits(x, none(x), info, x_test, none(x_test))
     if task == "regression":
         as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32).reshape(len(a), -1))  # noqa: E731
         y_train, y_t = as_y(y), None if y_test is None else as_y(y_test)
-        info = DataInfo("regression", shape, output_size=y_train.shape[1], vocab_size=vocab_size)
+        info = DataInfo(
+            "regression", shape, output_size=y_train.shape[1], vocab_size=vocab_size, variable_length=variable
+        )
     else:
         labels = [str(v) for v in np.asarray(y).reshape(-1)]
         classes = _class_names(labels)
@@ -270,7 +275,9 @@ def npz(
             classes = [str(i) for i in range(max(map(int, classes)) + 1)]  # ids are the indices
         y_train = _encode_labels(labels, classes, path)
         y_t = None if y_test is None else _encode_labels([str(v) for v in np.asarray(y_test).reshape(-1)], classes, test_path)
-        info = DataInfo("classification", shape, len(classes), classes, vocab_size=vocab_size)
+        info = DataInfo(
+            "classification", shape, len(classes), classes, vocab_size=vocab_size, variable_length=variable
+        )
     if len(y_train) != len(x):
         raise DataError(f"{path}: '{x_key}' has {len(x)} samples but '{y_key}' has {len(y_train)}")
     return Splits(x, y_train, info, x_test, y_t)
@@ -447,7 +454,7 @@ def text_csv(
         y_test = _encode_labels(test_labels, classes, test_path or path)
     info = DataInfo(
         "classification", (length,), len(classes), classes, vocab_size=len(vocab),
-        source_state={"vocab": vocab, "max_len": length, "classes": classes},
+        source_state={"vocab": vocab, "max_len": length, "classes": classes}, variable_length=True,
     )
     return Splits(x, y, info, x_test, y_test, x_val=x_val, y_val=y_val)
 
@@ -533,5 +540,6 @@ def timeseries_csv(
             "scale": {c: float(spread[i]) for c, i in col.items()},
             "rows": {"train": [0, train_end], "val": [train_end, val_end], "test": [val_end, n]},
         },
+        variable_length=False,  # every window is `window` rows
     )
     return Splits(x, y, info, x_test, y_test, x_val=x_val, y_val=y_val)

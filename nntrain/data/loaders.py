@@ -21,6 +21,10 @@ class TensorLoader:
     Under data-parallel training each of `world` ranks takes every `world`-th sample of the
     epoch's order (as torch's DistributedSampler does, padding by repetition so that every rank
     has as many batches); without shuffling, rank r simply gets samples r, r + world, ...
+
+    Tensors that live on the host while training runs on `device` (data too big for GPU memory)
+    are gathered batch by batch into pinned buffers and copied with non-blocking copies
+    (`_Stager`); otherwise batches are sliced where the tensors are, with no copy at all.
     """
 
     def __init__(
@@ -33,10 +37,13 @@ class TensorLoader:
         drop_last: bool = False,
         rank: int = 0,
         world: int = 1,
+        device: Optional[torch.device] = None,
     ):
         if world > 1 and not shuffle:
             x, y = x[rank::world], y[rank::world]
         self.x, self.y = x, y
+        device = torch.device(device) if device is not None else x.device
+        self.stager = _Stager(x, y, batch_size, device) if device.type != x.device.type else None
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world = rank, world
         self.num_samples = -(-len(x) // world) if shuffle else len(x)
@@ -53,18 +60,77 @@ class TensorLoader:
         """Yields the batches of `epoch`, beginning at batch index `start`."""
         b = self.batch_size
         if not self.shuffle:
-            for i in range(start, len(self)):
-                yield self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]
-            return
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.x), generator=gen)
-        if self.world > 1:
-            padding = self.num_samples * self.world - len(order)
-            order = torch.cat([order, order[:padding]])[self.rank :: self.world]
-        order = order.to(self.x.device)
+            order = None
+        else:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.x), generator=gen)
+            if self.world > 1:
+                padding = self.num_samples * self.world - len(order)
+                order = torch.cat([order, order[:padding]])[self.rank :: self.world]
+            order = order.to(self.x.device)
         for i in range(start, len(self)):
-            idx = order[i * b : (i + 1) * b]
-            yield self.x[idx], self.y[idx]
+            # A slice is a view (no copy); a shuffled batch is gathered by index.
+            rows = slice(i * b, (i + 1) * b) if order is None else order[i * b : (i + 1) * b]
+            if self.stager is not None:
+                yield self.stager(rows)
+            elif self.y is self.x:  # reconstruction: the target is the input, gathered once
+                xb = self.x[rows]
+                yield xb, xb
+            else:
+                yield self.x[rows], self.y[rows]
+
+
+class _Stager:
+    """Host-resident batches to the device: gather into pinned memory, copy without blocking.
+
+    Two pinned buffers alternate, so batch i+1 is gathered while batch i's copy is in flight; a
+    buffer is refilled only once its previous copy has finished (an event two batches old, so the
+    wait is over at once in practice). On CUDA the copies run on a side stream, overlapping the
+    computation of the batch before, and the compute stream waits for them before use. On other
+    devices (and in tests on the CPU) the same gathering runs with plain copies.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device):
+        self.x, self.y, self.device = x, y, device
+        self.cuda = device.type == "cuda"
+        pinned = self.cuda  # pinning needs an accelerator
+        self.buffers = [
+            tuple(torch.empty((batch_size, *t.shape[1:]), dtype=t.dtype, pin_memory=pinned) for t in (x, y))
+            for _ in range(2)
+        ]
+        self.same = y is x  # reconstruction: the target is the input, copied once
+        self.turn = 0
+        if self.cuda:
+            self.stream = torch.cuda.Stream(device)
+            self.copied = [None, None]  # the event after each buffer's last copy
+
+    def __call__(self, rows: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        turn, self.turn = self.turn, 1 - self.turn
+        if self.cuda and self.copied[turn] is not None:
+            self.copied[turn].synchronize()  # the copy out of this buffer, two batches ago
+        batch = []
+        for t, buffer in zip((self.x, self.y), self.buffers[turn]):
+            if isinstance(rows, slice):
+                src = t[rows]
+                torch.narrow(buffer, 0, 0, len(src)).copy_(src)
+                n = len(src)
+            else:
+                n = len(rows)
+                torch.index_select(t, 0, rows, out=torch.narrow(buffer, 0, 0, n))
+            batch.append(torch.narrow(buffer, 0, 0, n))
+            if self.same:
+                break
+        if not self.cuda:
+            out = [b.to(self.device, copy=True) for b in batch]
+        else:
+            compute = torch.cuda.current_stream(self.device)
+            with torch.cuda.stream(self.stream):
+                out = [b.to(self.device, non_blocking=True) for b in batch]
+            self.copied[turn] = self.stream.record_event()
+            compute.wait_stream(self.stream)
+            for t in out:
+                t.record_stream(compute)  # freed for reuse only once compute is done with it
+        return (out[0], out[0]) if self.same else (out[0], out[1])
 
 
 @dataclass
@@ -76,6 +142,7 @@ class Data:
     test: Optional[tuple[torch.Tensor, torch.Tensor]]
     info: DataInfo
     normalizer: Optional[Normalizer]
+    device: Optional[torch.device] = None  # where training runs, once set by `to` (tensors may stay on the host)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         tensors = getattr(self, name)
@@ -85,14 +152,30 @@ class Data:
             raise ConfigError(f"split '{name}' is empty for this config (val_split 0 or no test set)")
         return tensors
 
-    def to(self, device: torch.device) -> "Data":
-        def move(t: Optional[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    def nbytes(self) -> int:
+        splits = [t for t in (self.train, self.val, self.test) if t is not None]
+        return sum(x.nbytes + (0 if y is x else y.nbytes) for x, y in splits)
+
+    def to(self, device: torch.device, resident: bool = True) -> "Data":
+        """Trains on `device`; `resident` moves the tensors there once, else they stay on the host.
+
+        Host-resident tensors are pinned (on CUDA), so that batches copy without blocking.
+        """
+        self.device = device
+        if resident:
+            move = lambda t: t.to(device)  # noqa: E731
+        elif device.type == "cuda":
+            move = lambda t: t.pin_memory()  # noqa: E731
+        else:
+            return self
+
+        def each(t: Optional[tuple[torch.Tensor, torch.Tensor]]) -> Any:
             if t is None:
                 return None
-            x = t[0].to(device)
-            return x, x if t[1] is t[0] else t[1].to(device)  # reconstruction: one copy, not two
+            x = move(t[0])
+            return x, x if t[1] is t[0] else move(t[1])  # reconstruction: one copy, not two
 
-        self.train, self.val, self.test = move(self.train), move(self.val), move(self.test)
+        self.train, self.val, self.test = each(self.train), each(self.val), each(self.test)
         return self
 
 

@@ -5,6 +5,11 @@ length is read from the padding: trailing rows that are NaN in every feature (re
 trailing ids equal to `padding_idx` (tokens). Padded batches are packed
 (`pack_padded_sequence`), so the recurrent layers never see a padding step: a padded batch
 gives each sequence the output it gets alone.
+
+Finding the padding costs a host sync per batch on CUDA, so it is done only for data that may be
+padded: `variable_length` comes from the data (DataInfo), False for fixed-length sequences
+(forecasting windows, image rows), which then run straight through. Built without the data's
+value, a model assumes padding: always correct, only slower.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ class SequenceModel(nn.Module):
         bidirectional: bool,
         dropout: float,
         pool: str,
+        variable_length: bool = True,
     ):
         super().__init__()
+        self.variable_length = variable_length
         self.embedding: Optional[nn.Embedding] = None
         self.input_proj: Optional[nn.Linear] = None
         self.padding_idx = padding_idx
@@ -71,34 +78,43 @@ class SequenceModel(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.head = nn.Linear(hidden_size * self.directions, out_features)
 
-    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embedded/projected inputs (N, T, D) and each sequence's length (N,)."""
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Embedded/projected inputs (N, T, D) and each sequence's length (N,); None: all are full length."""
+        pad = None
         if self.embedding is not None:
-            pad = x == self.padding_idx if self.padding_idx is not None else torch.zeros_like(x, dtype=torch.bool)
+            if self.variable_length:
+                pad = x == self.padding_idx if self.padding_idx is not None else torch.zeros_like(x, dtype=torch.bool)
             h = self.embedding(x)
         else:
-            pad = x.isnan().all(dim=-1)  # the documented padding: NaN rows at the end
-            h = x.masked_fill(pad.unsqueeze(-1), 0.0)
+            h = x
+            if self.variable_length:
+                pad = x.isnan().all(dim=-1)  # the documented padding: NaN rows at the end
+                h = x.masked_fill(pad.unsqueeze(-1), 0.0)
             if self.input_proj is not None:
                 h = self.input_proj(h)
-        return h, (~pad).sum(dim=1)
+        return h, None if pad is None else (~pad).sum(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, lengths = self._inputs(x)
         n, steps = h.shape[:2]
-        # Lengths go to the CPU to decide on packing: one host sync per batch (free on the CPU; on
-        # CUDA it stalls the queue once per step, padded data or not).
-        lengths = lengths.clamp_min(1).cpu()
-        padded = bool((lengths < steps).any())
-        if padded:
-            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-            out, state = self.rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
-        else:
+        if lengths is None:
+            # Fixed-length data: nothing to pack or mask, so nothing waits for the host.
             out, state = self.rnn(h)
+        else:
+            # Lengths go to the CPU to decide on packing: one host sync per batch (free on the CPU;
+            # on CUDA it stalls the queue once per step, padded batch or not).
+            lengths = lengths.clamp_min(1).cpu()
+            if bool((lengths < steps).any()):
+                packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+                out, state = self.rnn(packed)
+                out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
+            else:
+                out, state = self.rnn(h)
         if self.pool == "last":
             h_n = state[0] if isinstance(state, tuple) else state  # LSTM: (h_n, c_n)
             pooled = h_n[-self.directions :].transpose(0, 1).reshape(n, -1)
+        elif lengths is None:
+            pooled = out.mean(dim=1) if self.pool == "mean" else out.amax(dim=1)
         else:
             valid = (torch.arange(steps) < lengths.unsqueeze(1)).to(out.device).unsqueeze(-1)
             if self.pool == "mean":
@@ -151,12 +167,18 @@ def gru(
     input_proj: Optional[PositiveInt] = None,
     pool: Pool = "last",
     init: Init = None,
+    variable_length: bool = True,
 ) -> nn.Module:
-    """GRU over (N, T, F) values or (N, T) token ids (embedding), pooled over time, then a linear head."""
+    """GRU over (N, T, F) values or (N, T) token ids (embedding), pooled over time, then a linear head.
+
+    `variable_length` comes from the data: False skips finding and packing the padding (no
+    host sync per batch). True, the default without the data's value, handles any padding.
+    """
     return _build(
         nn.GRU, "gru", input_size, vocab_size, padding_idx, num_classes, output_size, init,
         embedding_dim=embedding_dim, input_proj=input_proj, hidden_size=hidden_size,
         num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
+        variable_length=variable_length,
     )
 
 
@@ -175,10 +197,16 @@ def lstm(
     input_proj: Optional[PositiveInt] = None,
     pool: Pool = "last",
     init: Init = None,
+    variable_length: bool = True,
 ) -> nn.Module:
-    """LSTM over (N, T, F) values or (N, T) token ids (embedding), pooled over time, then a linear head."""
+    """LSTM over (N, T, F) values or (N, T) token ids (embedding), pooled over time, then a linear head.
+
+    `variable_length` comes from the data: False skips finding and packing the padding (no
+    host sync per batch). True, the default without the data's value, handles any padding.
+    """
     return _build(
         nn.LSTM, "lstm", input_size, vocab_size, padding_idx, num_classes, output_size, init,
         embedding_dim=embedding_dim, input_proj=input_proj, hidden_size=hidden_size,
         num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, pool=pool,
+        variable_length=variable_length,
     )
