@@ -1,7 +1,7 @@
 """nntrain's training epoch against a hand-written PyTorch loop, side by side in one process.
 
     python benchmarks/bench_epoch.py [--epochs 5] [--models mlp,lenet] [--data ../shared/data/mnist]
-                                     [--threads N]
+                                     [--threads N] [--device cuda] [--precision bf16] [--compile]
 
 Both sides train the same architecture (built by nntrain's model builder, starting from the same
 weights) on the same in-memory tensors (the real MNIST training split that nntrain prepared, 54,000
@@ -15,6 +15,10 @@ Cases: `mlp` (784-128-10), `lenet`, `lenet_crop` (LeNet with random_crop padding
 model of configs/mnist_autoencoder.yaml (conv, channels [32, 64], a 32-number code, denoising
 noise 0.2) with `data.task: reconstruction` on pixels in [0, 1] and bce_with_logits against the
 clean input.
+
+`--device cuda`, `--precision bf16` and `--compile` set nntrain's `train.device`, `precision` and
+`compile`; the hand loop then does what a careful hand-written GPU loop does (data on the GPU,
+fused Adam, channels_last for images, autocast, torch.compile), so the ratio stays like for like.
 
 The hand loop draws the same shuffle as nntrain's loader, and each side draws the autoencoder's
 input noise from its own copy of torch's random state, seeded alike, so both sides follow the same
@@ -36,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +97,16 @@ def bench_mnist_idx(path: str, rows: bool = False) -> Splits:
     )
 
 
-def make_config(model: dict, data: Path, log_dir: str, crop: bool = False):
+@dataclass(frozen=True)
+class Setup:
+    """Where and how both sides train: `--device`, `--precision` (fp32|bf16), `--compile`."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+
+
+def make_config(model: dict, data: Path, log_dir: str, crop: bool = False, setup: Setup = Setup()):
     augment = [{"name": "random_crop", "padding": CROP_PADDING}] if crop else []
     # Reconstruction as configs/mnist_autoencoder.yaml trains it: the target is the input, pixels
     # stay in [0, 1] for bce_with_logits, and the checkpoint watches val/mse (no val/acc there).
@@ -111,7 +125,10 @@ def make_config(model: dict, data: Path, log_dir: str, crop: bool = False):
             "model": model,
             "loss": {"name": "bce_with_logits" if reconstruction else "cross_entropy"},
             "optimizer": {"name": "adam", "lr": 1e-3},
-            "train": {"device": "cpu", "checkpoint": {"monitor": "val/mse" if reconstruction else "val/acc"}},
+            "train": {
+                "device": setup.device, "precision": setup.precision, "compile": setup.compile,
+                "checkpoint": {"monitor": "val/mse" if reconstruction else "val/acc"},
+            },
             "log": {"dir": log_dir, "tensorboard": True, "every_n_steps": 50},
         },
         where="<bench_epoch>",
@@ -158,31 +175,44 @@ class NntrainSide:
 
 
 class HandSide:
-    """The ordinary PyTorch loop: randperm, index, forward, loss, zero_grad, backward, step."""
+    """The ordinary PyTorch loop: randperm, index, forward, loss, zero_grad, backward, step.
+
+    On CUDA it does what a careful hand-written loop does: data already on the GPU, fused Adam,
+    channels_last for image batches, autocast for bf16, and `torch.compile` when asked.
+    """
 
     def __init__(self, parts):
         self.x, self.y = parts.data.train  # the very tensors the Trainer batches from
+        self.device = device = parts.device
         self.model = build_model(parts.cfg.model.model_dump(), parts.data.info.model_kwargs())
         self.model.load_state_dict(parts.model.state_dict())  # same starting weights
-        self.model.to(parts.device)
+        self.model.to(device)
+        self.channels_last = device.type == "cuda" and self.x.dim() == 4
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if parts.cfg.train.compile else self.model
+        self.bf16 = parts.cfg.train.precision == "bf16"
         self.reconstruction = parts.data.info.task == "reconstruction"
         self.loss_fn = nn.BCEWithLogitsLoss() if self.reconstruction else nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        fused = {"fused": True} if device.type == "cuda" else {}
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **fused)
         self.batch_size = parts.cfg.data.batch_size
         self.seed, self.epochs_done = parts.cfg.seed, 0
         self.crop = bool(parts.cfg.data.augment)
-        self.crop_gen = torch.Generator().manual_seed(parts.cfg.seed)
+        self.crop_gen = torch.Generator(device=device).manual_seed(parts.cfg.seed)
 
     def random_crop(self, xb: torch.Tensor) -> torch.Tensor:
         """The batched crop of the fast CIFAR-10 scripts: pad, one random offset per sample, one gather."""
         p = CROP_PADDING
         n, c, h, w = xb.shape
+        d = xb.device
         padded = torch.nn.functional.pad(xb, (p, p, p, p))
-        top = torch.randint(0, 2 * p + 1, (n,), generator=self.crop_gen)
-        left = torch.randint(0, 2 * p + 1, (n,), generator=self.crop_gen)
-        rows = (top[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (left[:, None] + torch.arange(w))[:, None, None, :]
-        return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+        top = torch.randint(0, 2 * p + 1, (n,), generator=self.crop_gen, device=d)
+        left = torch.randint(0, 2 * p + 1, (n,), generator=self.crop_gen, device=d)
+        rows = (top[:, None] + torch.arange(h, device=d))[:, None, :, None]
+        cols = (left[:, None] + torch.arange(w, device=d))[:, None, None, :]
+        n_idx, c_idx = torch.arange(n, device=d)[:, None, None, None], torch.arange(c, device=d)[None, :, None, None]
+        return padded[n_idx, c_idx, rows, cols]
 
     def epoch(self) -> float:
         x, y, b = self.x, self.y, self.batch_size
@@ -200,7 +230,10 @@ class HandSide:
             yb = xb if self.reconstruction else y[idx]  # an autoencoder's target is its (clean) input
             if self.crop:
                 xb = self.random_crop(xb)
-            loss = self.loss_fn(self.model(xb), yb)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss = self.loss_fn(self.forward(xb), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -209,9 +242,9 @@ class HandSide:
         return (loss_sum / n).item()
 
 
-def bench(model_name: str, data: Path, epochs: int) -> dict:
+def bench(model_name: str, data: Path, epochs: int, setup: Setup = Setup()) -> dict:
     with tempfile.TemporaryDirectory(prefix="nntrain-bench-") as tmp:
-        cfg = make_config(MODELS[model_name], data, tmp, crop=model_name.endswith("_crop"))
+        cfg = make_config(MODELS[model_name], data, tmp, crop=model_name.endswith("_crop"), setup=setup)
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         ours = NntrainSide(cfg, run_dir)
@@ -222,21 +255,32 @@ def bench(model_name: str, data: Path, epochs: int) -> dict:
         losses: dict[str, list[float]] = {name: [] for name in sides}
         # Each side's own copy of torch's global random state (the autoencoder's input noise), so
         # both draw the same noise although their epochs alternate. Swapped outside the timing.
-        rng = {name: torch.get_rng_state() for name in sides}
-        for name, side in sides.items():  # warm-up: allocator, kernels, lazy imports, first writes
-            torch.set_rng_state(rng[name])
+        rng = {name: rng_state() for name in sides}
+        for name, side in sides.items():  # warm-up: allocator, kernels, compilation, lazy imports, first writes
+            set_rng_state(rng[name])
             losses[name].append(side.epoch())
-            rng[name] = torch.get_rng_state()
+            rng[name] = rng_state()
         for _ in range(epochs):
             for name, side in sides.items():
-                torch.set_rng_state(rng[name])
+                set_rng_state(rng[name])
+                # Each epoch ends by reading its loss (a sync), so CUDA work is inside the timing.
                 start, start_cpu = time.perf_counter(), time.process_time()
                 losses[name].append(side.epoch())
                 wall[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)  # all threads of this process
-                rng[name] = torch.get_rng_state()
+                rng[name] = rng_state()
         ours.close()
     return {"model": model_name, "samples": len(hand.x), "wall": wall, "cpu": cpu, "losses": losses}
+
+
+def rng_state() -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,7 +293,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder with the four MNIST IDX .gz files")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="autocast dtype on both sides")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     args = parser.parse_args(argv)
+    setup = Setup(args.device, args.precision, args.compile)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown:
@@ -261,11 +309,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, batch 128, "
-          f"Adam lr 1e-3, {args.epochs} measured epochs per side (+1 warm-up), interleaved")
+    where = args.device
+    if args.device.startswith("cuda"):
+        where += f" ({torch.cuda.get_device_name(torch.device(args.device))})"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}, {args.precision}, "
+          f"compile {'on' if args.compile else 'off'}, batch 128, Adam lr 1e-3, "
+          f"{args.epochs} measured epochs per side (+1 warm-up), interleaved")
     rows = []
     for name in names:
-        r = bench(name, args.data, args.epochs)
+        r = bench(name, args.data, args.epochs, setup)
         rows.append(r)
         fmt = lambda ts: " ".join(f"{t:.3f}" for t in ts)  # noqa: E731
         for side in ("nntrain", "hand"):
