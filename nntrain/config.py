@@ -44,8 +44,9 @@ class DataConfig(_Strict):
     normalize: Optional[Component] = None
     augment: list[Component] = []
     task: Optional[Literal["reconstruction"]] = None  # reconstruction: the target is the input (autoencoders)
-    # Keep the tensors in GPU memory (true), on the host with pinned, non-blocking copies per batch
-    # (false), or decide by their size against the GPU's free memory (auto). Moot on the CPU.
+    # Keep the tensors in GPU memory (true), on the host with each batch staged through a pinned
+    # buffer and copied without blocking (false), or decide by their size against the GPU's free
+    # memory (auto). Moot off CUDA.
     on_device: Literal["auto", True, False] = "auto"
 
 

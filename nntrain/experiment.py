@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import random
 import signal
 import threading
@@ -25,7 +26,7 @@ from nntrain.callbacks import (
     Callback, EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger,
 )
 from nntrain.checkpoint import load_checkpoint, provenance
-from nntrain.config import TASK_METRICS, Config, monitor_mode, to_yaml
+from nntrain.config import TASK_METRICS, Config, config_from_dict, monitor_mode, to_yaml
 from nntrain.data.augment import check_augmentations
 from nntrain.data.loaders import Data, build_data
 from nntrain.errors import ConfigError, ConfigWarning, DataError, Interrupted, RunError
@@ -190,10 +191,10 @@ def _build_parts(cfg: Config, normalizer_state: Optional[dict], data_info: Optio
 def _data_on_device(cfg: Config, data: Data, device: torch.device) -> bool:
     """`data.on_device: auto` keeps the tensors in GPU memory if they take at most half of what is
     free (the rest is for weights, activations and optimizer state); else they stay on the host."""
+    if device.type != "cuda":
+        return True  # CPU: already there; MPS: unified memory
     if cfg.data.on_device != "auto":
         return cfg.data.on_device
-    if device.type != "cuda":
-        return True
     free, _ = torch.cuda.mem_get_info(device)
     return data.nbytes() <= free // 2
 
@@ -205,7 +206,8 @@ def device_warnings(cfg: Config, device: torch.device, data: Data) -> list[str]:
     if train.channels_last and (device.type != "cuda" or not images):
         what = f"device {device.type}" if device.type != "cuda" else f"{cfg.data.dataset.name} gives no images"
         found.append(f"train.channels_last: applies to image batches on CUDA only; ignored here ({what})")
-    if device.type == "cpu" and train.precision != "fp32":
+    if device.type == "cpu" and train.precision != "fp32" and platform.machine().lower() in ("x86_64", "amd64"):
+        # Intel's bf16/fp16 instructions (AVX512-BF16, AMX-FP16); torch can't say for other CPUs.
         native = {"bf16": "_is_avx512_bf16_supported", "fp16": "_is_amx_fp16_supported"}[train.precision]
         if not getattr(torch.cpu, native, lambda: False)():
             found.append(
@@ -271,6 +273,15 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
         elif a != b:
             lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return lines
+
+
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with the defaults of keys added since it was written, so that a
+    newer nntrain doesn't report them as changes on resume."""
+    try:
+        return config_from_dict(stored).to_dict()
+    except ConfigError:  # no longer valid: compare as stored, and let the diff show why
+        return stored
 
 
 @contextlib.contextmanager
@@ -373,7 +384,7 @@ def fit(
         ckpt = load_checkpoint(ckpt_path)
         if getattr(cfg.optimizer, "lr", None) == "auto":  # keep the LR the range test chose
             cfg.optimizer.lr = ckpt["config"]["optimizer"]["lr"]
-        diff = config_diff(ckpt["config"], cfg.to_dict())
+        diff = config_diff(_with_defaults(ckpt["config"]), cfg.to_dict())
         if diff and not allow_config_change:
             raise ConfigError(
                 f"--resume {resume}: the config differs from the one the run was started with:\n  "

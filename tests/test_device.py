@@ -9,7 +9,9 @@ import torch
 
 from helpers import base_config, nntrain_cmd, write_config
 from nntrain.config import config_from_dict
-from nntrain.data.loaders import TensorLoader, _Stager, build_data
+from nntrain.data import loaders
+from nntrain.data.datasets import DataInfo
+from nntrain.data.loaders import Data, TensorLoader, _Stager, build_data
 from nntrain.errors import ConfigWarning
 from nntrain.experiment import _data_on_device, build_parts, device_warnings, fit
 
@@ -44,11 +46,41 @@ def test_staged_reconstruction_batches_copy_the_input_once():
     assert torch.equal(torch.cat([b[0] for b in batches]).sort(0).values, x.sort(0).values)
 
 
+def test_sharded_reconstruction_keeps_the_target_the_input():
+    x = torch.randn(20, 4)
+    loader = TensorLoader(x, x, 4, rank=1, world=2)
+    assert loader.y is loader.x and torch.equal(loader.x, x[1::2])
+
+
+def test_host_data_is_staged_and_device_data_is_not(monkeypatch):
+    """A loader whose tensors are not where training runs stages its batches (a stub stands in for
+    the CUDA copies); `Data.to(resident=False)` leaves the tensors where they are, unpinned."""
+    made = []
+
+    class Recorder(_Stager):
+        def __init__(self, x, y, batch_size, device):
+            made.append(device)
+            super().__init__(x, y, batch_size, torch.device("cpu"))
+
+    monkeypatch.setattr(loaders, "_Stager", Recorder)
+    x, y = torch.randn(10, 3), torch.arange(10)
+    assert TensorLoader(x, y, 4).stager is None and TensorLoader(x, y, 4, device="cpu").stager is None
+    loader = TensorLoader(x, y, 4, device=torch.device("cuda"))
+    assert made == [torch.device("cuda")]
+    assert torch.equal(torch.cat([b[1] for b in loader.epoch()]), y)
+
+    data = Data((x, y), None, (x[:2], y[:2]), DataInfo("classification", (3,), 10), None)
+    data.to(torch.device("cuda"), resident=False)
+    assert data.device == torch.device("cuda") and data.train[0] is x and not x.is_pinned()
+
+
 def test_data_placement_follows_on_device_and_free_gpu_memory(tmp_path, monkeypatch):
-    cfg = config_from_dict(base_config(tmp_path))
+    raw = base_config(tmp_path)
+    raw["data"]["task"] = "reconstruction"
+    cfg = config_from_dict(raw)
     data = build_data(cfg.data, cfg.seed)
     size = data.nbytes()
-    assert size == sum(t.nbytes for split in (data.train, data.val, data.test) for t in split)
+    assert size == sum(split[0].nbytes for split in (data.train, data.val, data.test))  # targets are the inputs
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert _data_on_device(cfg, data, cpu)  # nothing to decide on the CPU
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * size, 4 * size))
@@ -58,10 +90,11 @@ def test_data_placement_follows_on_device_and_free_gpu_memory(tmp_path, monkeypa
     for choice in (True, False):
         cfg.data.on_device = choice
         assert _data_on_device(cfg, data, cuda) is choice
+        assert _data_on_device(cfg, data, torch.device("mps"))  # unified memory: always there
 
 
 def test_host_resident_data_trains_like_device_resident_data(tmp_path):
-    """The trainer and evaluation stage host batches through `_Stager`: same losses, same weights."""
+    """The trainer's batches staged through `_Stager` (one batch ahead): same losses, same weights."""
     results = []
     for stage in (False, True):
         raw = base_config(tmp_path / str(stage))
@@ -124,3 +157,24 @@ def test_cli_prints_the_warning_with_file_and_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1
     assert f"{path}:" in lines[0] and "train.channels_last: applies to image batches on CUDA only" in lines[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_host_resident_data_trains_like_gpu_resident_data(tmp_path):
+    """The real pinned-buffer, side-stream path: every batch of an epoch held at once equals the
+    same rows sliced on the host (no buffer overwritten under a copy), and a run with
+    data.on_device false ends with the weights of a run with the data in GPU memory."""
+    x, y = torch.randn(1000, 1, 8, 8), torch.arange(1000)
+    held = list(TensorLoader(x, y, 64, shuffle=True, seed=1, device="cuda").epoch(0))
+    for (xb, yb), (xh, yh) in zip(held, TensorLoader(x, y, 64, shuffle=True, seed=1).epoch(0)):
+        assert xb.is_cuda and torch.equal(xb.cpu(), xh) and torch.equal(yb.cpu(), yh)
+    weights = []
+    for on_device in (True, False):
+        raw = base_config(tmp_path / str(on_device))
+        raw["data"]["on_device"] = on_device
+        raw["train"].update(device="cuda", deterministic=True, test_at_end=False)
+        raw["log"]["tensorboard"] = False
+        fit(config_from_dict(raw), progress=False)
+        (last,) = (tmp_path / str(on_device)).glob("runs/*/*/checkpoints/last.pt")
+        weights.append(torch.load(last, weights_only=True)["model"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

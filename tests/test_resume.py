@@ -141,6 +141,17 @@ def test_resume_refuses_a_changed_config(tmp_path):
     assert (run_dir / "config.yaml").exists() and list(run_dir.glob("config.resumed-*.yaml"))
 
 
+def test_resume_of_a_checkpoint_from_before_a_key_existed(tmp_path):
+    """A key added to the schema later (here data.on_device) takes its default: not a change."""
+    fit(_cfg(tmp_path, epochs=1), progress=False)
+    run_dir = _run_dirs(tmp_path)[0]
+    last = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    del state["config"]["data"]["on_device"]
+    torch.save(state, last)
+    assert fit(_cfg(tmp_path, epochs=1), progress=False, resume=run_dir)["epochs"] == 1
+
+
 def test_resume_of_folder_without_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint in this folder"):
         fit(_cfg(tmp_path), progress=False, resume=tmp_path)

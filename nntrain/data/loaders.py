@@ -23,7 +23,7 @@ class TensorLoader:
     has as many batches); without shuffling, rank r simply gets samples r, r + world, ...
 
     Tensors that live on the host while training runs on `device` (data too big for GPU memory)
-    are gathered batch by batch into pinned buffers and copied with non-blocking copies
+    are gathered batch by batch into pinned buffers and copied without blocking, one batch ahead
     (`_Stager`); otherwise batches are sliced where the tensors are, with no copy at all.
     """
 
@@ -40,7 +40,9 @@ class TensorLoader:
         device: Optional[torch.device] = None,
     ):
         if world > 1 and not shuffle:
-            x, y = x[rank::world], y[rank::world]
+            same = y is x
+            x = x[rank::world]
+            y = x if same else y[rank::world]  # reconstruction: keep the target the input itself
         self.x, self.y = x, y
         device = torch.device(device) if device is not None else x.device
         self.stager = _Stager(x, y, batch_size, device) if device.type != x.device.type else None
@@ -68,68 +70,91 @@ class TensorLoader:
                 padding = self.num_samples * self.world - len(order)
                 order = torch.cat([order, order[:padding]])[self.rank :: self.world]
             order = order.to(self.x.device)
-        for i in range(start, len(self)):
-            # A slice is a view (no copy); a shuffled batch is gathered by index.
-            rows = slice(i * b, (i + 1) * b) if order is None else order[i * b : (i + 1) * b]
-            if self.stager is not None:
-                yield self.stager(rows)
-            elif self.y is self.x:  # reconstruction: the target is the input, gathered once
+        # A slice is a view (no copy); a shuffled batch is gathered by index.
+        batches = (
+            slice(i * b, (i + 1) * b) if order is None else order[i * b : (i + 1) * b]
+            for i in range(start, len(self))
+        )
+        if self.stager is not None:
+            yield from self._staged(batches)
+            return
+        for rows in batches:
+            if self.y is self.x:  # reconstruction: the target is the input, gathered once
                 xb = self.x[rows]
                 yield xb, xb
             else:
                 yield self.x[rows], self.y[rows]
 
+    def _staged(self, batches: Iterator[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Host batches, each staged one batch ahead of its use (its copy overlaps the step before)."""
+        pending = None
+        for rows in batches:
+            staged = self.stager.stage(rows)
+            if pending is not None:
+                yield self.stager.ready(pending)
+            pending = staged
+        if pending is not None:
+            yield self.stager.ready(pending)
+
 
 class _Stager:
     """Host-resident batches to the device: gather into pinned memory, copy without blocking.
 
-    Two pinned buffers alternate, so batch i+1 is gathered while batch i's copy is in flight; a
-    buffer is refilled only once its previous copy has finished (an event two batches old, so the
-    wait is over at once in practice). On CUDA the copies run on a side stream, overlapping the
-    computation of the batch before, and the compute stream waits for them before use. On other
-    devices (and in tests on the CPU) the same gathering runs with plain copies.
+    Two pinned buffers alternate. `TensorLoader` stages batch i+1 (gather, then queue its copy)
+    before handing out batch i, so the copy overlaps the computation of batch i. On CUDA the copies
+    run on a side stream; `ready` makes the compute stream wait for a batch's copy only when that
+    batch is used, and `record_stream` keeps the allocator from reusing its memory too early. A
+    buffer is refilled only after its previous copy (two batches back) is done, so the host waits
+    on a copy, never on the computation. Elsewhere (and in tests on the CPU) the same gathering
+    runs with plain copies.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device):
         self.x, self.y, self.device = x, y, device
         self.cuda = device.type == "cuda"
-        pinned = self.cuda  # pinning needs an accelerator
+        self.same = y is x  # reconstruction: the target is the input, copied once
+        rows = min(batch_size, len(x))
+        sources = (x,) if self.same else (x, y)
+        # Only these buffers are pinned (pinning needs an accelerator), never the whole data set.
         self.buffers = [
-            tuple(torch.empty((batch_size, *t.shape[1:]), dtype=t.dtype, pin_memory=pinned) for t in (x, y))
+            [torch.empty((rows, *t.shape[1:]), dtype=t.dtype, pin_memory=self.cuda) for t in sources]
             for _ in range(2)
         ]
-        self.same = y is x  # reconstruction: the target is the input, copied once
         self.turn = 0
         if self.cuda:
             self.stream = torch.cuda.Stream(device)
-            self.copied = [None, None]  # the event after each buffer's last copy
+            self.copied = [torch.cuda.Event(), torch.cuda.Event()]  # each buffer's last copy
 
-    def __call__(self, rows: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stage(self, rows: slice | torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+        """Gathers `rows` into the next buffer and queues its copy; returns (tensors, copy event)."""
         turn, self.turn = self.turn, 1 - self.turn
-        if self.cuda and self.copied[turn] is not None:
+        if self.cuda:
             self.copied[turn].synchronize()  # the copy out of this buffer, two batches ago
         batch = []
         for t, buffer in zip((self.x, self.y), self.buffers[turn]):
             if isinstance(rows, slice):
                 src = t[rows]
-                torch.narrow(buffer, 0, 0, len(src)).copy_(src)
-                n = len(src)
+                dst = torch.narrow(buffer, 0, 0, len(src))
+                dst.copy_(src)
             else:
-                n = len(rows)
-                torch.index_select(t, 0, rows, out=torch.narrow(buffer, 0, 0, n))
-            batch.append(torch.narrow(buffer, 0, 0, n))
-            if self.same:
-                break
+                dst = torch.narrow(buffer, 0, 0, len(rows))
+                torch.index_select(t, 0, rows, out=dst)
+            batch.append(dst)
         if not self.cuda:
-            out = [b.to(self.device, copy=True) for b in batch]
-        else:
+            return [b.to(self.device, copy=True) for b in batch], None
+        with torch.cuda.stream(self.stream):
+            out = [b.to(self.device, non_blocking=True) for b in batch]
+        self.copied[turn].record(self.stream)
+        return out, self.copied[turn]
+
+    def ready(self, staged: tuple[list[torch.Tensor], Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A staged batch, safe to use on the current stream."""
+        out, copied = staged
+        if copied is not None:
             compute = torch.cuda.current_stream(self.device)
-            with torch.cuda.stream(self.stream):
-                out = [b.to(self.device, non_blocking=True) for b in batch]
-            self.copied[turn] = self.stream.record_event()
-            compute.wait_stream(self.stream)
+            compute.wait_event(copied)  # queued on the device: the host doesn't wait
             for t in out:
-                t.record_stream(compute)  # freed for reuse only once compute is done with it
+                t.record_stream(compute)  # its memory is reused only once compute is done with it
         return (out[0], out[0]) if self.same else (out[0], out[1])
 
 
@@ -157,23 +182,17 @@ class Data:
         return sum(x.nbytes + (0 if y is x else y.nbytes) for x, y in splits)
 
     def to(self, device: torch.device, resident: bool = True) -> "Data":
-        """Trains on `device`; `resident` moves the tensors there once, else they stay on the host.
-
-        Host-resident tensors are pinned (on CUDA), so that batches copy without blocking.
-        """
+        """Trains on `device`; `resident` moves the tensors there once, else they stay on the host
+        (in pageable memory: loaders stage their batches through small pinned buffers)."""
         self.device = device
-        if resident:
-            move = lambda t: t.to(device)  # noqa: E731
-        elif device.type == "cuda":
-            move = lambda t: t.pin_memory()  # noqa: E731
-        else:
+        if not resident:
             return self
 
         def each(t: Optional[tuple[torch.Tensor, torch.Tensor]]) -> Any:
             if t is None:
                 return None
-            x = move(t[0])
-            return x, x if t[1] is t[0] else move(t[1])  # reconstruction: one copy, not two
+            x = t[0].to(device)
+            return x, x if t[1] is t[0] else t[1].to(device)  # reconstruction: one copy, not two
 
         self.train, self.val, self.test = each(self.train), each(self.val), each(self.test)
         return self
