@@ -16,6 +16,7 @@ from nntrain.callbacks import Callback
 from nntrain.checkpoint import FORMAT, rng_state, set_rng_state
 from nntrain.config import Config
 from nntrain.data.loaders import Data, TensorLoader
+from nntrain.data.augment import random_augmentations
 from nntrain.data.transforms import AUGMENTATIONS
 from nntrain.errors import ConfigError, RunError
 from nntrain.losses import penalized_parameters, penalty
@@ -89,7 +90,9 @@ class Trainer:
         self.forward = torch.compile(wrapped) if train.compile else wrapped
         # Each rank draws its own augmentations (the same seed would repeat them across ranks).
         self.aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + distributed.rank())
-        self.augment = [AUGMENTATIONS.build(s, generator=self.aug_generator) for s in cfg.data.augment]
+        self.augment = [
+            AUGMENTATIONS.build(s, generator=self.aug_generator) for _, s in random_augmentations(cfg.data.augment)
+        ]
         reg = cfg.regularization
         self.l1, self.l2 = reg.l1, reg.l2
         self.penalty_params = penalized_parameters(model, reg.include_bias_and_norm)

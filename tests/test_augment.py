@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
-from helpers import assert_clean_error
+from helpers import assert_clean_error, base_config
 from nntrain.config import config_from_dict
 from nntrain.data.augment import AUGMENTATIONS, check_augmentations
 from nntrain.errors import ConfigError, DataError
@@ -37,6 +37,8 @@ IDENTITY = {
     "random_erasing": {"p": 0.0},
     "gaussian_noise": {"std": 0.0},
 }
+# Every random augmentation (normalize, the one deterministic entry, applies when data is loaded).
+RANDOM = [n for n in AUGMENTATIONS.names() if n != "normalize"]
 IMAGE_SHAPES = [(8, 1, 28, 28), (8, 3, 32, 32)]
 LARGE = 10_000  # samples for distribution checks
 
@@ -54,17 +56,17 @@ def _images(shape, seed: int = 1) -> torch.Tensor:
 
 
 def test_every_augmentation_has_examples():
-    assert sorted(EXAMPLES) == AUGMENTATIONS.names() == sorted(IDENTITY)
+    assert sorted(EXAMPLES) == RANDOM == sorted(IDENTITY)
 
 
-@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+@pytest.mark.parametrize("name", RANDOM)
 def test_list_says_how_each_augmentation_runs(name):
     note = AUGMENTATIONS.note(name)
     assert "batched on device" in note or "per-sample fallback" in note, note
 
 
 @pytest.mark.parametrize("shape", IMAGE_SHAPES, ids=lambda s: "x".join(map(str, s[1:])))
-@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+@pytest.mark.parametrize("name", RANDOM)
 def test_keeps_shape_dtype_and_device(name, shape):
     x = _images(shape)
     y = _build(name, shape)(x)
@@ -73,14 +75,14 @@ def test_keeps_shape_dtype_and_device(name, shape):
     assert not torch.equal(y, x), f"'{name}' with its example arguments changed nothing"
 
 
-@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+@pytest.mark.parametrize("name", RANDOM)
 def test_identity_arguments_change_nothing(name):
     x = _images(IMAGE_SHAPES[1])
     out = AUGMENTATIONS.build({"name": name, **IDENTITY[name]}, generator=_gen())(x)
     torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+@pytest.mark.parametrize("name", RANDOM)
 def test_reproducible_from_the_generator_and_never_the_global_rng(name):
     x = _images(IMAGE_SHAPES[1])
     global_state = torch.get_rng_state()
@@ -327,7 +329,7 @@ def test_gaussian_noise_scale_and_any_float_data():
 # ---------------------------------------------------------------- checks before training
 
 
-@pytest.mark.parametrize("name", [n for n in AUGMENTATIONS.names() if n != "gaussian_noise"])
+@pytest.mark.parametrize("name", [n for n in RANDOM if n != "gaussian_noise"])
 def test_image_augmentations_refuse_tabular_data_at_build_time(name):
     spec = {"name": name, **EXAMPLES[name]((8, 1, 28, 28))}
     with pytest.raises(DataError, match=rf"data.augment.0 \({name}\): needs image batches \(N, C, H, W\)"):
@@ -388,7 +390,7 @@ def test_normalize_std_must_be_positive():
 
 
 def test_check_builds_every_augmentation_on_real_images(cli, tmp_path, write_config):
-    augment = [{"name": n, **EXAMPLES[n]((1, 1, 28, 28))} for n in AUGMENTATIONS.names()]
+    augment = [{"name": n, **EXAMPLES[n]((1, 1, 28, 28))} for n in RANDOM]
     data = {"dataset": {"name": "mnist_small"}, "val_split": 0.5, "batch_size": 32,
             "normalize": {"name": "minmax"}, "augment": augment}
     result = cli("check", write_config(tmp_path, data=data))
@@ -428,3 +430,39 @@ def test_trainer_augments_training_batches_only(tmp_path, write_config):
     trainer.evaluate("test")
     assert len(seen) == trainer.batches_per_epoch  # evaluation never augments
     assert torch.equal(trainer.aug_generator.get_state(), before)  # nor draws augmentation numbers
+
+
+def test_normalize_listed_in_augment_normalizes_every_split_like_data_normalize(tmp_path):
+    """torchvision habit: Normalize in the augmentation list. It isn't random, so it applies to
+    every split once, exactly as data.normalize would, and is not applied again to batches."""
+    from nntrain.data.loaders import build_data
+    from nntrain.experiment import build_parts
+    from nntrain.trainer import Trainer
+
+    stats = {"name": "normalize", "mean": [0.2], "std": [0.4]}
+    as_normalize = base_config(tmp_path)
+    as_normalize["data"]["normalize"] = stats
+    as_augment = base_config(tmp_path)
+    as_augment["data"].pop("normalize")
+    as_augment["data"]["augment"] = [stats, {"name": "horizontal_flip", "p": 0.5}]
+    a = build_data(config_from_dict(as_normalize).data, 0)
+    b = build_data(config_from_dict(as_augment).data, 0)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(a, split)[0], getattr(b, split)[0])
+    assert b.normalizer is not None and b.normalizer.state_dict().keys() == a.normalizer.state_dict().keys()
+    parts = build_parts(config_from_dict(as_augment))
+    trainer = Trainer(parts.cfg, parts.model, parts.loss_fn, parts.optimizer, None, parts.data, parts.device)
+    assert [type(aug).__name__ for aug in trainer.augment] == ["HorizontalFlip"]
+
+
+def test_normalize_given_twice_is_refused(tmp_path):
+    from nntrain.data.loaders import build_data
+
+    raw = base_config(tmp_path)
+    raw["data"]["augment"] = [{"name": "normalize", "mean": [0.2], "std": [0.4]}]
+    with pytest.raises(DataError, match=r"data.augment.0: normalize is given twice \(also as data.normalize\)"):
+        build_data(config_from_dict(raw).data, 0)
+    raw["data"]["augment"][0]["mean"] = [0.1, 0.2]
+    raw["data"].pop("normalize")
+    with pytest.raises(DataError, match=r"data.augment.0.mean: 2 values, but the data has 1 channels"):
+        build_data(config_from_dict(raw).data, 0)

@@ -525,6 +525,26 @@ class GaussianNoise(Augmentation):
 # ---------------------------------------------------------------- checks before training
 
 
+@AUGMENTATIONS.register("normalize")
+def normalize(
+    mean: Annotated[list[float], Field(min_length=1)],
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)],
+) -> Any:
+    """(x - mean) / std per channel, once on every split as the data loads (not random).
+
+    torchvision's Normalize, listed where torchvision users list it; it is the same as
+    data.normalize: {name: normalize, ...} and runs before the random augmentations, wherever it
+    is listed."""
+    from nntrain.data.transforms import Normalize
+
+    return Normalize(mean, std)
+
+
+def random_augmentations(specs: Sequence[Any]) -> list[tuple[int, Any]]:
+    """(index, spec) of the `data.augment` entries applied to training batches: all but `normalize`."""
+    return [(i, spec) for i, spec in enumerate(specs) if dict(spec)["name"] != "normalize"]
+
+
 def check_augmentations(specs: Sequence[Any], x: torch.Tensor) -> None:
     """Raises DataError, naming every `data.augment` entry that can't apply to training inputs `x`.
 
@@ -532,7 +552,7 @@ def check_augmentations(specs: Sequence[Any], x: torch.Tensor) -> None:
     channels, value range, sizes), then augments two samples on the CPU.
     """
     errors = []
-    for i, spec in enumerate(specs):
+    for i, spec in random_augmentations(specs):
         name = dict(spec)["name"]
         aug = AUGMENTATIONS.build(spec, generator=torch.Generator().manual_seed(0))
         msg = aug.check(x) if isinstance(aug, Augmentation) else None

@@ -198,6 +198,19 @@ class Data:
         return self
 
 
+def _normalizer_spec(cfg: Any) -> tuple[Any, str]:
+    """The normalizer to apply and its config key: `data.normalize`, or a `normalize` listed in
+    `data.augment` (torchvision habit; it isn't random, so it applies to every split)."""
+    listed = [i for i, spec in enumerate(cfg.augment) if spec.name == "normalize"]
+    if not listed:
+        return cfg.normalize, "data.normalize"
+    i = listed[0]
+    if cfg.normalize is not None or len(listed) > 1:
+        other = "data.normalize" if cfg.normalize is not None else f"data.augment.{listed[1]}"
+        raise DataError(f"data.augment.{i}: normalize is given twice (also as {other}); keep one")
+    return cfg.augment[i], f"data.augment.{i}"
+
+
 def build_data(
     cfg: Any,
     seed: int,
@@ -233,14 +246,16 @@ def build_data(
     test = None if splits.x_test is None else (splits.x_test, splits.y_test)
 
     normalizer = None
-    if cfg.normalize is not None:
+    spec, key = _normalizer_spec(cfg)
+    if spec is not None:
         if not x.is_floating_point():
-            raise DataError(
-                f"data.normalize: '{name}' gives token ids ({x.dtype}), which can't be normalized; remove data.normalize"
-            )
-        normalizer = NORMALIZERS.build(cfg.normalize)
+            raise DataError(f"{key}: '{name}' gives token ids ({x.dtype}), which can't be normalized; remove it")
+        normalizer = NORMALIZERS.build(spec)
         if normalizer_state is None:
-            normalizer.fit(x)
+            try:
+                normalizer.fit(x)
+            except DataError as exc:
+                raise DataError(str(exc).replace("data.normalize", key, 1)) from None
         else:
             normalizer.load_state_dict(normalizer_state)
         norm = lambda t: None if t is None else (normalizer(t[0]), t[1])  # noqa: E731
