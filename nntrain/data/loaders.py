@@ -201,14 +201,15 @@ class Data:
 def _normalizer_spec(cfg: Any) -> tuple[Any, str]:
     """The normalizer to apply and its config key: `data.normalize`, or a `normalize` listed in
     `data.augment` (torchvision habit; it isn't random, so it applies to every split)."""
-    listed = [i for i, spec in enumerate(cfg.augment) if spec.name == "normalize"]
+    augment = getattr(cfg, "augment", [])
+    listed = [i for i, spec in enumerate(augment) if spec.name == "normalize"]
     if not listed:
         return cfg.normalize, "data.normalize"
     i = listed[0]
     if cfg.normalize is not None or len(listed) > 1:
         other = "data.normalize" if cfg.normalize is not None else f"data.augment.{listed[1]}"
         raise DataError(f"data.augment.{i}: normalize is given twice (also as {other}); keep one")
-    return cfg.augment[i], f"data.augment.{i}"
+    return augment[i], f"data.augment.{i}"
 
 
 def build_data(
