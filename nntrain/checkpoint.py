@@ -67,9 +67,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"({detail}); nntrain checkpoints hold only tensors and plain data"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or damaged?): {str(exc).splitlines()[0][:200]}"
-        ) from None
+        lines = str(exc).strip().splitlines()  # empty for an empty file
+        detail = lines[0] if lines else "the file is empty" if path.stat().st_size == 0 else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or damaged?): {detail[:200]}") from None
     except (KeyError, IndexError):
         # Arbitrary bytes (a text file, say) reach torch's legacy unpickler, which fails this way.
         raise CheckpointError(f"{path}: not a readable checkpoint: torch.save did not write this file") from None

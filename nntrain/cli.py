@@ -27,7 +27,7 @@ app = typer.Typer(
     help="Train PyTorch models from YAML experiment files.",
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False)  # verbatim: `a.npz:x:` stays text, not an emoji
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML experiment file.", show_default=False)]
 SetOpt = Annotated[

@@ -95,8 +95,11 @@ def _type_error(annotation: Any, value: Any) -> str | None:
 
 
 def _error_rank(error: Any) -> int:
-    """Range and value errors first, then wrong lengths, then wrong types (another union branch)."""
+    """Range and value errors first, then wrong lengths, then wrong types (another union branch),
+    and last "an instance of Tensor": torch's `lr: float | Tensor` should say a number is expected."""
     kind = error["type"]
+    if kind == "is_instance_of":
+        return 3
     if kind.endswith(("_type", "_parsing")):
         return 2
     return 1 if kind in ("too_long", "too_short") else 0

@@ -254,8 +254,9 @@ class Config(_Strict):
     def locate(self, message: str) -> str:
         """Prefixes `file:line` to a message that starts with a dotted key (`data.dataset.path: ...`),
         for errors found while building, after validation."""
-        match = re.match(r"([A-Za-z_][\w]*(?:\.\w+)*): ", message)
-        if match is None or self._source is None:
+        match = re.match(r"([A-Za-z_][\w]*(?:\.\w+)*)(?: \([^)]*\))?: ", message)  # `key: ` or `key (what): `
+        # Only a key of the config: a message may also start with a data file's name (`a.csv: ...`).
+        if match is None or self._source is None or match.group(1).split(".")[0] not in type(self).model_fields:
             return message
         key = tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
         return f"{self._source.where(key)} {message}"
@@ -296,6 +297,16 @@ class _Source:
         return self.path
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading `1e-3` as a number, as YAML 1.2 does (YAML 1.1 wants `1.0e-3`,
+    and a string `lr: '1e-3'` would pass validation and then fail inside torch)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def _dotted(key: Key) -> str:
     return ".".join(str(k) for k in key) or "<top level>"
 
@@ -324,8 +335,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -359,7 +370,7 @@ def parse_override(text: str) -> tuple[Key, Any]:
             f"--set {text}: expected KEY=VALUE with a dotted key, e.g. --set optimizer.lr=0.01"
         )
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.load(value, Loader=_Loader) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from None
     return tuple(int(p) if p.isdigit() else p for p in parts), parsed

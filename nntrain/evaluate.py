@@ -8,7 +8,7 @@ from typing import Optional
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import config_from_dict
-from nntrain.errors import CheckpointError, RunError
+from nntrain.errors import CheckpointError, DataError, RunError
 
 
 def evaluate_checkpoint(
@@ -30,6 +30,15 @@ def evaluate_checkpoint(
         stored["model"] = {k: v for k, v in stored["model"].items() if k != "init_from"}
     cfg = config_from_dict(stored, list(overrides), where=f"{path} (stored config)")
     parts = build_parts(cfg, normalizer_state=ckpt.get("normalizer"), data_info=ckpt.get("data_info"))
+    trained_on = (ckpt.get("data_info") or {}).get("classes")
+    classes = parts.data.info.classes
+    if trained_on is not None and classes is not None and list(classes) != list(trained_on):
+        # Same number of classes in another order would load and give silently wrong metrics.
+        shown = lambda names: ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")  # noqa: E731
+        raise DataError(cfg.locate(
+            f"data.dataset: the data's classes ({shown(classes)}) are not the ones {path} was trained "
+            f"on ({shown(trained_on)}); evaluate on data with the same labels"
+        ))
     try:
         parts.model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

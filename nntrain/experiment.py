@@ -250,6 +250,16 @@ def make_run_dir(cfg: Config, prefix: str = "", what: str = "run") -> Path:
     raise RunError(f"cannot create a new {what} folder under {parent}")
 
 
+def check_log_dir(cfg: Config) -> None:
+    """`log.dir` must be a folder, or a path where one can be made: a file on it is a config error."""
+    for folder in (Path(cfg.log.dir) / cfg.name, *(Path(cfg.log.dir) / cfg.name).parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(cfg.locate(
+                f"log.dir: '{folder}' is a file, so no run folder can be made under '{cfg.log.dir}'; "
+                f"set log.dir to a folder"
+            ))
+
+
 def resume_checkpoint(path: str | Path) -> Path:
     """`--resume` takes a run folder (its last.pt) or a checkpoint file."""
     path = Path(path)
@@ -260,6 +270,13 @@ def resume_checkpoint(path: str | Path) -> Path:
         return last
     if not path.exists():
         raise ConfigError(f"--resume {path}: no such run folder or checkpoint")
+    if path.parent.name != "checkpoints":
+        # The run folder is where the checkpoint lies: a loose file would have fit write into its grandparent.
+        raise ConfigError(
+            f"--resume {path}: not in a run folder (<run>/checkpoints/<file>.pt), so there is no run to "
+            f"continue; give a run folder or a checkpoint in one, or start a new run from these weights "
+            f"with model.init_from: {{checkpoint: {path}}}"
+        )
     return path
 
 
@@ -392,6 +409,8 @@ def fit(
                 + "\nresume with the same config and --set options, or pass --allow-config-change"
             )
     # Every config and data error surfaces before a run folder is created.
+    if resume is None and run_dir is None:
+        check_log_dir(cfg)
     parts = build_parts(
         cfg,
         normalizer_state=None if ckpt is None else ckpt.get("normalizer"),

@@ -164,8 +164,15 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
             writer.writerow(header)
             writer.writerows(rows)
     except OSError as exc:
-        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _write_error(path, exc) from None
     return path
+
+
+def _write_error(path: Path, exc: OSError) -> RunError:
+    """`cannot write PATH: why`, naming the file that stands where a folder should be."""
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"'{blocker}' is a file, not a folder" if blocker is not None else exc.strerror or exc
+    return RunError(f"cannot write {path}: {reason}")
 
 
 def write_png(path: Path, x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str,
@@ -187,9 +194,13 @@ def write_png(path: Path, x: Sequence[float], ys: dict[str, Sequence[float]], xl
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    finally:
+        plt.close(fig)
     return path
 
 

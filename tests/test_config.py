@@ -76,6 +76,11 @@ BAD = [
     ("torch_rejects_betas", 9, "optimizer: {name: adam, betas: [0.9, 1.5]}", "optimizer",
      r"optimizer 'adam' rejects these arguments: .*beta"),
     ("duplicate_key", 7, "  batch_size: 64\n  batch_size: 32", "data.batch_size", r"duplicate key"),
+    # torch annotates lr as `float | Tensor`: the message asks for a number, not a Tensor
+    ("lr_not_a_number", 9, "optimizer: {name: adam, lr: fast}", "optimizer.lr",
+     r"Input should be a valid number, unable to parse string as a number \(got 'fast'\)"),
+    ("empty_column_list", 5, "  dataset: {name: timeseries_csv, path: s.csv, columns: []}", "data.dataset.columns",
+     r"List should have at least 1 item"),
 ]
 
 
@@ -246,6 +251,15 @@ def test_parse_override():
     assert parse_override("a=") == (("a",), None)
     assert parse_override("a=null") == (("a",), None)
     assert parse_override("a='1e-3'") == (("a",), "1e-3")
+    assert parse_override("a=1e-3") == (("a",), 0.001)  # YAML 1.2: no dot needed
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-3` as a string; torch's Adam then failed on `'<=' between float and str`.
+    path = _write(tmp_path, GOOD.replace("lr: 0.001", "lr: 1e-3").replace("batch_size: 64", "batch_size: 6.4E+1"))
+    cfg = load_config(path, ["scheduler.gamma=9e-1"])
+    assert cfg.optimizer.lr == 0.001 and cfg.data.batch_size == 64 and cfg.scheduler.gamma == 0.9
+    assert load_config(path, ["name=1e3x"]).name == "1e3x"
 
 
 # ------------------------------------------------------------------ the schema

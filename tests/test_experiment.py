@@ -48,6 +48,62 @@ def test_updates_per_epoch_count_accumulation(tmp_path, write_config):
     assert parts.updates_per_epoch == 22  # ceil(ceil(5400 / 64) / 4) = ceil(85 / 4)
 
 
+def _csv_config(tmp_path, write_config, rows: str, **dataset):
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,y\n" + rows, encoding="utf-8")
+    return write_config(
+        tmp_path,
+        data={"dataset": {"name": "csv", "path": str(data), "target": "y", **dataset}, "val_split": 0.2, "batch_size": 4},
+        model={"name": "mlp", "hidden": [4]},
+        log={"dir": str(tmp_path / "runs"), "tensorboard": False},
+    ), data
+
+
+def test_too_little_data_to_train_on_is_a_config_located_error(tmp_path, cli, write_config):
+    path, _ = _csv_config(tmp_path, write_config, "1,2,u\n")  # the one row goes to validation
+    for command in ("check", "fit"):
+        stderr = assert_clean_error(cli(command, path))
+        assert f"{path}:" in stderr and "data.val_split: 'csv' has 1 samples; holding out 1 for validation" in stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_file_message_is_not_taken_for_a_config_key(tmp_path, cli, write_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path, _ = _csv_config(tmp_path, write_config, "", path="d.csv")  # a header without rows
+    stderr = assert_clean_error(cli("check", path))
+    # `d.csv: ...` starts like a dotted key `d.csv`: it must not get the config's name in front.
+    assert stderr.split(None, 1)[1].startswith("d.csv: no data rows"), stderr
+
+
+def test_an_augmentation_that_does_not_fit_the_data_names_its_line(tmp_path, cli, write_config):
+    path, _ = _csv_config(tmp_path, write_config, "".join(f"{i},{i},{i % 2}\n" for i in range(10)))
+    stderr = assert_clean_error(cli("check", path, "--set", "data.augment=[{name: horizontal_flip}]"))
+    assert "--set data.augment=[{name: horizontal_flip}] data.augment.0 (horizontal_flip): needs image batches" in stderr
+
+
+def test_error_messages_are_printed_verbatim(tmp_path, cli, write_config):
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.array([["a"]] * 4), y=np.arange(4) % 2)
+    path = write_config(tmp_path, data={"dataset": {"name": "npz", "path": str(tmp_path / "d.npz")}},
+                        model={"name": "mlp"})
+    stderr = assert_clean_error(cli("check", path))
+    assert "d.npz:x: an array of <U1" in stderr  # rich would turn `:x:` into an emoji
+
+
+def test_eval_on_data_with_other_classes_is_refused(tmp_path, cli, write_config):
+    path, data = _csv_config(tmp_path, write_config, "".join(f"{i},{i % 3},{'uv'[i % 2]}\n" for i in range(10)))
+    assert cli("fit", path).exit_code == 0
+    best = next((tmp_path / "runs").rglob("best.pt"))
+    other = tmp_path / "other.csv"
+    other.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{'vw'[i % 2]}\n" for i in range(10)), encoding="utf-8")
+    # Two classes again: the weights would load, and class 0 would silently mean another label.
+    stderr = assert_clean_error(cli("eval", best, "--split", "val", "--set", f"data.dataset.path={other}"))
+    assert f"--set data.dataset.path={other} data.dataset: the data's classes (v, w) are not the ones" in stderr
+    assert "trained on (u, v)" in stderr
+    assert cli("eval", best, "--split", "val").exit_code == 0
+
+
 # ------------------------------------------------------------------ eval of bad checkpoints
 
 
@@ -73,6 +129,9 @@ def test_eval_file_that_is_not_a_checkpoint(tmp_path, cli):
     text = tmp_path / "notes.pt"
     text.write_text("hello")
     assert "not a readable checkpoint" in assert_clean_error(cli("eval", text))
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert "not a readable checkpoint (truncated or damaged?): the file is empty" in assert_clean_error(cli("eval", empty))
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)  # a torch file, but not nntrain's
     assert "not an nntrain checkpoint" in assert_clean_error(cli("eval", foreign))

@@ -135,6 +135,17 @@ def test_cli_lr_find_bad_range_exits_2(tmp_path):
     assert "start-lr" in result.output
 
 
+def test_a_plot_path_under_a_file_names_that_file(tmp_path):
+    from nntrain.errors import RunError
+    from nntrain.lr_find import write_csv
+
+    blocker = tmp_path / "notes"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match=r"cannot write .*notes/sub/lr.csv: '.*notes' is a file, not a folder"):
+        write_csv(blocker / "sub" / "lr.csv", ("lr",), [(0.1,)])
+    assert blocker.read_text() == "x"
+
+
 def test_cli_check_plot_lr_writes_every_update(tmp_path):
     config = _write(tmp_path, scheduler={"name": "cosine", "warmup_steps": 10})
     out = tmp_path / "schedule.csv"

@@ -103,6 +103,16 @@ def test_required_size_the_data_does_not_give_is_an_error():
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 1)
 
 
+@pytest.mark.parametrize("name, shape", [("mlp", (5,)), ("lenet", (1, 28, 28))])
+def test_regression_data_gives_a_one_head_model_its_outputs(name, shape):
+    # A regression CSV says how many values to predict (output_size): that is the head's width.
+    info = DataInfo("regression", shape, output_size=2)
+    model = build_model({"name": name}, info.model_kwargs())
+    assert model(torch.randn(3, *shape)).shape == (3, 2)
+    with pytest.raises(ConfigError, match=r"model\.num_classes: the config says 3 but the data has 2"):
+        build_model({"name": name, "num_classes": 3}, info.model_kwargs())
+
+
 def test_mlp_layers_follow_config():
     model = build_model(
         {"name": "mlp", "hidden": [32, 16], "activation": "tanh", "dropout": 0.5, "batch_norm": True},

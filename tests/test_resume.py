@@ -157,6 +157,15 @@ def test_resume_of_folder_without_checkpoint(tmp_path):
         fit(_cfg(tmp_path), progress=False, resume=tmp_path)
 
 
+def test_resume_of_a_checkpoint_outside_a_run_folder_is_refused(tmp_path):
+    loose = tmp_path / "downloads" / "best.pt"  # fit would treat tmp_path as the run folder to write into
+    loose.parent.mkdir()
+    loose.write_bytes(b"weights")
+    with pytest.raises(ConfigError, match=r"--resume .*best.pt: not in a run folder .*model.init_from"):
+        fit(_cfg(tmp_path / "runs"), progress=False, resume=loose)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "nntrain", *args],

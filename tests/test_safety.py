@@ -146,11 +146,23 @@ def test_two_seeded_deterministic_runs_are_identical(tmp_path):
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-def test_unwritable_run_folder_is_a_clear_run_error(tmp_path):
+def test_log_dir_that_is_a_file_is_a_config_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    cfg = _cfg(blocker)  # log.dir is a file: the run folder cannot be created
-    with pytest.raises(RunError, match="cannot create the run folder"):
+    for log_dir in (blocker, blocker / "deeper"):
+        cfg = _cfg(log_dir)  # the run folder cannot be created under a file: a config mistake (exit 2)
+        with pytest.raises(ConfigError, match=r"log\.dir: '.*file' is a file, so no run folder can be made"):
+            fit(cfg, progress=False)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_unwritable_run_folder_is_a_clear_run_error(tmp_path, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    cfg = _cfg(tmp_path / "runs")
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)  # as on a read-only filesystem
+    with pytest.raises(RunError, match="cannot create the run folder .*Permission denied"):
         fit(cfg, progress=False)
 
 

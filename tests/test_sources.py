@@ -84,6 +84,42 @@ def test_csv_errors_name_the_line_column_and_unknown_labels(tmp_path):
         DATASETS.build({"name": "csv", "path": str(tmp_path / "nope.csv"), "target": "y"})
 
 
+def test_csv_bad_cells_name_the_line(tmp_path):
+    for text, message in (
+        ("a,y\n1,u\nnan,v\n", r"bad.csv:3: column 'a' holds 'nan', not a finite number"),
+        ("a,y\n1,u\n-inf,v\n", r"bad.csv:3: column 'a' holds '-inf', not a finite number"),
+        ("a,y\n1,u\n2,\n", r"bad.csv:3: column 'y' is empty; every row needs a label"),
+        ("a,a,y\n1,2,u\n3,4,v\n", r"bad.csv:1: the header has 2 columns named 'a'"),
+    ):
+        f = write(tmp_path / "bad.csv", text)
+        with pytest.raises(DataError, match=message):
+            DATASETS.build({"name": "csv", "path": str(f), "target": "y"})
+    f = write(tmp_path / "bad.csv", "a,y\n1,0.5\nnan,1.5\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: column 'a' holds 'nan'"):
+        DATASETS.build({"name": "csv", "path": str(f), "target": "y", "task": "regression"})
+
+
+def test_csv_that_is_not_utf8_names_the_line_and_a_byte_order_mark_is_dropped(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a,y\n1,u\n2,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.csv:3: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"):
+        DATASETS.build({"name": "csv", "path": str(latin), "target": "y"})
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfy,a\n0,1\n1,2\n")  # Excel's "CSV UTF-8"
+    s = DATASETS.build({"name": "csv", "path": str(bom), "target": "y"})
+    assert s.info.classes == ["0", "1"] and s.x_train.tolist() == [[1], [2]]
+
+
+def test_one_sample_or_one_class_is_a_data_error(tmp_path):
+    one_row = write(tmp_path / "one.csv", "a,y\n1,u\n")
+    with pytest.raises(DataError, match=r"data.val_split: 'csv' has 1 samples; holding out 1 for validation leaves none"):
+        build_data(data_cfg({"name": "csv", "path": str(one_row), "target": "y"}, val_split=0.1), seed=0)
+    same = write(tmp_path / "same.csv", "a,y\n1,u\n2,u\n3,u\n")
+    with pytest.raises(DataError, match=r"data.dataset: 'csv' gives one class \(u\); classification needs at least 2 "
+                                        r"\(for a regression target, set data.dataset.task: regression\)"):
+        build_data(data_cfg({"name": "csv", "path": str(same), "target": "y"}), seed=0)
+
+
 # ---------------------------------------------------------------- npz
 
 
@@ -125,6 +161,40 @@ def test_npz_unlabeled_needs_reconstruction(tmp_path):
     assert data.info.task == "reconstruction" and data.train[1] is data.train[0]
 
 
+def test_npz_bad_arrays_are_data_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)), np.arange(8) % 2
+    cases = {
+        "str": (dict(x=np.array([["a", "b"]] * 8), y=y), r"str.npz:x: an array of <U1; inputs must be numbers"),
+        "complex": (dict(x=x + 1j, y=y), r"an array of complex128"),
+        "empty": (dict(x=np.zeros((0, 3)), y=np.zeros(0, dtype=int)), r"empty.npz:x: no samples"),
+        "nan": (dict(x=np.where(np.arange(24).reshape(8, 3) == 7, np.nan, x), y=y),
+                r"nan.npz:x: 1 samples hold NaN or infinite values \(the first is sample 2\)"),
+        "frac": (dict(x=x, y=rng.random(8)), r"frac.npz:y: labels with fractional, NaN or infinite values can't be classes"),
+        "wide": (dict(x=x, y=np.zeros((8, 2), dtype=int)), r"one label per sample, shape \(N,\), not \(8, 2\)"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(DataError, match=message):
+            DATASETS.build({"name": "npz", "path": str(tmp_path / f"{name}.npz")})
+    np.savez(tmp_path / "int.npz", x=x, y=y.astype(float))  # integral floats are class ids
+    assert DATASETS.build({"name": "npz", "path": str(tmp_path / "int.npz")}).info.classes == ["0", "1"]
+    np.savez(tmp_path / "s.npz", x=x, y=np.array(["a", "b"] * 4))
+    with pytest.raises(DataError, match=r"s.npz:y: regression targets must be finite numbers"):
+        DATASETS.build({"name": "npz", "path": str(tmp_path / "s.npz"), "task": "regression"})
+
+
+def test_npz_files_that_are_not_npz_archives(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros((4, 2)))
+    with pytest.raises(DataError, match=r"data.dataset.path: .*one.npy holds one bare array \(.npy\), not named arrays"):
+        DATASETS.build({"name": "npz", "path": str(tmp_path / "one.npy")})
+    np.savez(tmp_path / "whole.npz", x=np.zeros((4, 2)), y=np.arange(4))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes((tmp_path / "whole.npz").read_bytes()[:200])
+    with pytest.raises(DataError, match=r"cut.npz: not a readable .npz file"):
+        DATASETS.build({"name": "npz", "path": str(cut)})
+
+
 # ---------------------------------------------------------------- image folder
 
 
@@ -145,6 +215,27 @@ def test_image_folder_decodes_and_resizes_once(tmp_path):
     gray = DATASETS.build({"name": "image_folder", "root": str(tmp_path / "train"), "size": [4, 6],
                            "grayscale": True})
     assert gray.x_train.shape == (6, 1, 4, 6)
+
+
+def test_image_folder_bad_layouts(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        Image.new("RGB", (5, 5)).save(tmp_path / "train" / cls / "0.png")
+    (tmp_path / "train" / "c").mkdir()  # a class folder without images
+    with pytest.raises(DataError, match=r"data.dataset.root: class folders without images in '.*train': c"):
+        DATASETS.build({"name": "image_folder", "root": str(tmp_path / "train")})
+    (tmp_path / "train" / "c").rmdir()
+    with pytest.raises(DataError, match=r"data.dataset.size: give one side or \[height, width\] \(got \[4, 4, 3\]\)"):
+        DATASETS.build({"name": "image_folder", "root": str(tmp_path / "train"), "size": [4, 4, 3]})
+    (tmp_path / "file.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"data.dataset.root: folder '.*file.png' is a file, not a folder"):
+        DATASETS.build({"name": "image_folder", "root": str(tmp_path / "file.png")})
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    Image.new("RGB", (5, 5)).save(tmp_path / "test" / "a" / "0.png")
+    with pytest.raises(DataError, match=r"^data.dataset.test_root: the classes in '.*test' \['a'\] differ"):
+        DATASETS.build({"name": "image_folder", "root": str(tmp_path / "train"), "test_root": str(tmp_path / "test")})
 
 
 # ---------------------------------------------------------------- text
@@ -186,6 +277,18 @@ def test_text_csv_drop_labels_max_len_and_stored_vocab(tmp_path):
     again = text_csv(str(f), drop_labels=["plot"], val_split=0.3, seed=0, state=state)
     assert again.x_train.shape[1] == 3 and again.info.vocab_size == 3
     assert set(again.x_train.unique().tolist()) <= {0, 1, 2}
+
+
+def test_text_csv_without_training_rows_or_words(tmp_path):
+    one = write(tmp_path / "one.csv", "text,label\nhello,pos\n")
+    with pytest.raises(DataError, match=r"data.val_split: .*one.csv has 1 rows; holding out 1 for validation leaves none"):
+        text_csv(str(one), val_split=0.1, seed=0)
+    two = write(tmp_path / "two.csv", "text,label\nhello,pos\nbye,neg\n")
+    with pytest.raises(DataError, match=r"has 1 rows besides the test split"):
+        text_csv(str(two), test_split=0.5, val_split=0.1, seed=0)
+    empty = write(tmp_path / "empty.csv", "text,label\n" + "".join(f"!!,{i % 2}\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"data.dataset.text: no training text in column 'text' of .*empty.csv has a word"):
+        text_csv(str(empty), val_split=0.1, seed=0)
 
 
 @pytest.mark.skipif(not ROTTEN.exists(), reason="shared data not present")
@@ -272,7 +375,7 @@ def test_whiten_statistics_come_from_the_training_split(tmp_path):
 
 def test_standardize_per_feature_on_nan_padded_sequences(tmp_path):
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 6, 2)).astype(np.float32)
-    np.savez(tmp_path / "s.npz", x=x, y=np.zeros(50, dtype=int), lengths=np.full(50, 4))
+    np.savez(tmp_path / "s.npz", x=x, y=np.arange(50) % 2, lengths=np.full(50, 4))
     data = build_data(data_cfg({"name": "npz", "path": str(tmp_path / "s.npz")},
                                normalize={"name": "standardize"}, val_split=0.1), seed=0)
     train = data.train[0]

@@ -13,7 +13,10 @@ import collections
 import csv
 import gzip
 import lzma
+import math
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TextIO, Union
 
@@ -26,7 +29,7 @@ from nntrain.errors import DataError
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
-Columns = Union[str, list[str]]
+Columns = Union[str, Annotated[list[str], Field(min_length=1)]]
 
 # Test splits that a source holds out itself are drawn with this fixed seed, so runs with
 # different `seed`s are compared on the same test set.
@@ -45,9 +48,9 @@ def _path(path: str, key: str = "path") -> Path:
 
 
 def _open_text(path: Path) -> TextIO:
-    """Opens a text file, decompressing `.gz`, `.bz2` and `.xz` on the fly."""
+    """Opens a UTF-8 text file (a byte-order mark is dropped), decompressing `.gz`, `.bz2` and `.xz`."""
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
-    return opener(path, "rt", encoding="utf-8", newline="")
+    return opener(path, "rt", encoding="utf-8-sig", newline="")
 
 
 def _read_csv(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[str]], list[int]]:
@@ -68,12 +71,33 @@ def _read_csv(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[st
                     rows.append(row)
                     lines.append(start)
                 start = reader.line_num + 1
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error, lzma.LZMAError) as exc:
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise DataError(
+            f"{path}:{_first_non_utf8_line(path)}: not UTF-8 text (byte 0x{byte}); save the file as UTF-8"
+        ) from None
+    except (OSError, EOFError, csv.Error, lzma.LZMAError) as exc:
         raise DataError(f"{path}: cannot read it as CSV ({exc})") from None
     return [h.strip() for h in header], rows, lines
 
 
+def _first_non_utf8_line(path: Path) -> int:
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
+    with opener(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
+
+
 def _index(header: list[str], name: str, path: Path, key: str) -> int:
+    if header.count(name) > 1:
+        raise DataError(
+            f"{path}:1: the header has {header.count(name)} columns named '{name}' "
+            f"(data.dataset.{key} needs one); rename them"
+        )
     if name in header:
         return header.index(name)
     import difflib
@@ -92,12 +116,17 @@ def _floats(rows: list[list[str]], cols: list[int], header: list[str], path: Pat
     for i, row in enumerate(rows):
         for j, c in enumerate(cols):
             try:
-                out[i, j] = float(row[c])
+                out[i, j] = value = float(row[c])
             except ValueError:
                 raise DataError(
                     f"{path}:{lines[i]}: column '{header[c]}' holds {row[c]!r}, not a number"
                     + (" (empty cells are not allowed)" if not row[c].strip() else "")
                 ) from None
+            if not math.isfinite(value):
+                raise DataError(
+                    f"{path}:{lines[i]}: column '{header[c]}' holds {row[c]!r}, not a finite number "
+                    f"(missing values are not allowed)"
+                )
     return out
 
 
@@ -108,6 +137,14 @@ def _class_names(values: list[str]) -> list[str]:
         return sorted(unique, key=int)
     except ValueError:
         return sorted(unique)
+
+
+def _check_labels(labels: list[str], lines: list[int], column: str, path: Path) -> list[str]:
+    """The labels of a CSV column; an empty one is an error naming its line."""
+    for label, line in zip(labels, lines):
+        if not label:
+            raise DataError(f"{path}:{line}: column '{column}' is empty; every row needs a label")
+    return labels
 
 
 def _encode_labels(values: list[str], classes: list[str], where: str) -> torch.Tensor:
@@ -125,7 +162,7 @@ def _encode_labels(values: list[str], classes: list[str], where: str) -> torch.T
 def csv_table(
     path: str,
     target: Columns,
-    features: Optional[list[str]] = None,
+    features: Optional[Annotated[list[str], Field(min_length=1)]] = None,
     task: Literal["classification", "regression"] = "classification",
     test_path: Optional[str] = None,
     delimiter: str = ",",
@@ -156,7 +193,7 @@ def csv_table(
         if task == "regression":
             y = torch.from_numpy(_floats(rows, t_idx, header, file, lines))
         else:
-            labels = [r[t_idx[0]].strip() for r in rows]
+            labels = _check_labels([r[t_idx[0]].strip() for r in rows], lines, targets[0], file)
             classes = classes or _class_names(labels)
             y = _encode_labels(labels, classes, str(file))
         return x, y, classes or []
@@ -178,12 +215,18 @@ def csv_table(
 def _npz_arrays(path: str, key: str, names: tuple[Optional[str], ...]) -> list[Optional[np.ndarray]]:
     file = _path(path, key)
     try:
-        with np.load(file, allow_pickle=False) as npz:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"data.dataset.{key}: {file} holds one bare array (.npy), not named arrays; "
+                f"save them with np.savez({file.stem}.npz, {names[0]}=inputs, {names[1] or 'y'}=targets)"
+            )
+        with loaded as npz:
             present = list(npz.keys())
             out = []
             for name in names:
                 out.append(None if name is None or name not in npz else npz[name])
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{file}: not a readable .npz file ({exc})") from None
     if names[0] not in present:
         raise DataError(f"data.dataset.x_key: {file} has no array '{names[0]}' (arrays: {', '.join(present)})")
@@ -193,6 +236,17 @@ def _npz_arrays(path: str, key: str, names: tuple[Optional[str], ...]) -> list[O
 
 
 def _npz_inputs(x: np.ndarray, lengths: Optional[np.ndarray], layout: str, where: str) -> torch.Tensor:
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}: an array of {x.dtype}; inputs must be numbers (bool, integer or float)")
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{where}: no samples (an array of shape {x.shape})")
+    if x.dtype.kind == "f" and layout != "sequences" and not (layout == "auto" and x.ndim == 3):
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(
+                f"{where}: {int(bad.sum())} samples hold NaN or infinite values (the first is sample "
+                f"{int(bad.argmax())}); missing values are not allowed"
+            )
     if layout == "auto":
         if x.dtype == np.uint8 and x.ndim in (3, 4):
             layout = "images"
@@ -226,6 +280,25 @@ def _npz_inputs(x: np.ndarray, lengths: Optional[np.ndarray], layout: str, where
         # The documented layout of variable-length real-valued sequences: NaN rows at the end.
         t[torch.arange(t.shape[1]) >= torch.as_tensor(lengths).view(-1, 1)] = float("nan")
     return t
+
+
+def _npz_labels(y: np.ndarray, where: str) -> list[str]:
+    """Class labels, one per sample: integers (integral floats too), booleans or strings."""
+    if y.ndim > 1 and y.shape[1:] != (1,):
+        raise DataError(
+            f"{where}: classification takes one label per sample, shape (N,), not {y.shape} "
+            f"(several values per sample: set data.dataset.task: regression)"
+        )
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y) & (y == np.round(y))).all():
+            raise DataError(
+                f"{where}: labels with fractional, NaN or infinite values can't be classes; "
+                f"give integer or string labels, or set data.dataset.task: regression"
+            )
+        y = y.astype(np.int64)
+    elif y.dtype.kind not in "biuU":
+        raise DataError(f"{where}: labels of {y.dtype}; give integers or strings")
+    return [str(v) for v in y.reshape(-1)]
 
 
 @DATASETS.register("npz")
@@ -263,18 +336,26 @@ def npz(
         none = lambda t: None if t is None else torch.zeros(len(t), dtype=torch.long)  # noqa: E731
         return Splits(x, none(x), info, x_test, none(x_test))
     if task == "regression":
-        as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32).reshape(len(a), -1))  # noqa: E731
-        y_train, y_t = as_y(y), None if y_test is None else as_y(y_test)
+        def as_y(a: np.ndarray, p: str) -> torch.Tensor:
+            if a.dtype.kind not in "biuf" or a.ndim == 0 or not np.isfinite(a).all():
+                raise DataError(
+                    f"{p}:{y_key}: regression targets must be finite numbers (got {a.dtype}, shape {a.shape})"
+                )
+            return torch.from_numpy(np.asarray(a, dtype=np.float32).reshape(len(a), -1))
+
+        y_train, y_t = as_y(y, path), None if y_test is None else as_y(y_test, test_path)
         info = DataInfo(
             "regression", shape, output_size=y_train.shape[1], vocab_size=vocab_size, variable_length=variable
         )
     else:
-        labels = [str(v) for v in np.asarray(y).reshape(-1)]
+        labels = _npz_labels(y, f"{path}:{y_key}")
         classes = _class_names(labels)
         if all(c.lstrip("-").isdigit() for c in classes) and min(map(int, classes)) >= 0:
             classes = [str(i) for i in range(max(map(int, classes)) + 1)]  # ids are the indices
         y_train = _encode_labels(labels, classes, path)
-        y_t = None if y_test is None else _encode_labels([str(v) for v in np.asarray(y_test).reshape(-1)], classes, test_path)
+        y_t = None
+        if y_test is not None:
+            y_t = _encode_labels(_npz_labels(y_test, f"{test_path}:{y_key}"), classes, test_path)
         info = DataInfo(
             "classification", shape, len(classes), classes, vocab_size=vocab_size, variable_length=variable
         )
@@ -303,17 +384,20 @@ def image_folder(
     """
     from PIL import Image
 
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
     if not isinstance(size, int) and len(size) != 2:
-        raise DataError("data.dataset.size: give one side or [height, width]")
+        raise DataError(f"data.dataset.size: give one side or [height, width] (got {size})")
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
 
     def load(folder: str, key: str, classes: Optional[list[str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         top = Path(folder)
         if not top.is_dir():
-            raise DataError(f"data.dataset.{key}: folder '{folder}' not found (relative paths start at {Path.cwd()})")
+            what = "is a file, not a folder" if top.exists() else "not found"
+            raise DataError(f"data.dataset.{key}: folder '{folder}' {what} (relative paths start at {Path.cwd()})")
         found = sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
         if classes is not None and found != classes:
-            raise DataError(f"{folder}: classes {found} differ from the training classes {classes}")
+            raise DataError(
+                f"data.dataset.{key}: the classes in '{folder}' {found} differ from the training classes {classes}"
+            )
         samples = [
             (file, label)
             for label, name in enumerate(found)
@@ -324,6 +408,12 @@ def image_folder(
             raise DataError(
                 f"data.dataset.{key}: no images in '{folder}'; expected {folder}/<class>/<image> "
                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        empty = sorted(set(found) - {found[label] for _, label in samples})
+        if empty:
+            raise DataError(
+                f"data.dataset.{key}: class folders without images in '{folder}': {', '.join(empty)} "
+                f"(each subfolder is a class; remove it, or add images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
         x = torch.empty((len(samples), 1 if grayscale else 3, height, width), dtype=torch.uint8)
         for i, (file, _) in enumerate(samples):
@@ -416,12 +506,14 @@ def text_csv(
 
     def load(p: str, key: str) -> tuple[list[list[str]], list[str]]:
         file = _path(p, key)
-        header, rows, _ = _read_csv(file, delimiter)
+        header, rows, lines = _read_csv(file, delimiter)
         t_col, l_col = _index(header, text, file, "text"), _index(header, label, file, "label")
-        rows = [r for r in rows if r[l_col] not in drop_labels]
+        keep = [i for i, r in enumerate(rows) if r[l_col] not in drop_labels]
+        rows, lines = [rows[i] for i in keep], [lines[i] for i in keep]
         if not rows:
             raise DataError(f"{file}: no rows left (drop_labels: {drop_labels})")
-        return [tokenize(r[t_col], regex, lowercase) for r in rows], [r[l_col].strip() for r in rows]
+        labels = _check_labels([r[l_col].strip() for r in rows], lines, label, file)
+        return [tokenize(r[t_col], regex, lowercase) for r in rows], labels
 
     docs, labels = load(path, "path")
     classes = _class_names(labels)  # the label set is a schema, not a statistic: all rows of `path`
@@ -440,6 +532,16 @@ def text_csv(
     pick = lambda seq, idx: [seq[i] for i in idx]  # noqa: E731
     val_docs, val_labels = pick(docs, val_idx), pick(labels, val_idx)
     docs, labels = pick(docs, train_idx), pick(labels, train_idx)
+    if not docs:
+        raise DataError(
+            f"data.val_split: {path} has {len(val_docs)} rows{' besides the test split' if test_docs else ''}; "
+            f"holding out {len(val_docs)} for validation leaves none to train on (lower val_split, or give more data)"
+        )
+    if not any(docs):
+        raise DataError(
+            f"data.dataset.text: no training text in column '{text}' of {path} has a word that "
+            f"data.dataset.pattern '{pattern}' matches; is it the column of texts?"
+        )
 
     if state is not None:  # nntrain eval: tokenize exactly as in training
         vocab, length, classes = state["vocab"], state["max_len"], state["classes"]

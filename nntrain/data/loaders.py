@@ -244,6 +244,13 @@ def build_data(
         val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
         val = (x[val_idx], y[val_idx])
         x, y = x[train_idx], y[train_idx]
+        if len(x) == 0:
+            raise DataError(
+                f"data.val_split: '{name}' has {n_val} samples; holding out {n_val} for validation leaves "
+                f"none to train on (lower val_split, or give more data)"
+            )
+    if len(x) == 0:
+        raise DataError(f"data.dataset: '{name}' gives no training samples")
     test = None if splits.x_test is None else (splits.x_test, splits.y_test)
 
     normalizer = None
@@ -269,6 +276,12 @@ def build_data(
         info = dataclasses.replace(
             info, task="reconstruction", num_classes=None, classes=None, output_size=None,
             target_shift=None, target_scale=None,
+        )
+    elif info.task == "classification" and (info.num_classes or 0) < 2:
+        hint = " (for a regression target, set data.dataset.task: regression)" if "task" in accepted else ""
+        raise DataError(
+            f"data.dataset: '{name}' gives one class ({', '.join(info.classes or ['?'])}); classification "
+            f"needs at least 2{hint}"
         )
     elif info.task == "unlabeled":
         raise DataError(f"data.dataset: '{name}' has no labels (y_key: null); set data.task: reconstruction")

@@ -43,6 +43,9 @@ def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
     """
     params = MODELS.parameters(spec["name"])
     kwargs = {k: v for k, v in spec.items() if k not in ("name", "init_from")}
+    if "output_size" in inferred and "num_classes" not in inferred and "output_size" not in params:
+        # A model with one output head (mlp, lenet) predicts regression data's values with it.
+        inferred = {**inferred, "num_classes": inferred["output_size"]}
     for key, value in inferred.items():
         if key not in params:
             continue
