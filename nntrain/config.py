@@ -307,6 +307,15 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _safe_load(text: str) -> Any:
+    """One YAML document through `_Loader`, a SafeLoader: tags that build Python objects are refused."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _dotted(key: Key) -> str:
     return ".".join(str(k) for k in key) or "<top level>"
 
@@ -336,7 +345,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
         raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     try:
         node = yaml.compose(text, Loader=_Loader)
-        raw = yaml.load(text, Loader=_Loader)
+        raw = _safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -370,7 +379,7 @@ def parse_override(text: str) -> tuple[Key, Any]:
             f"--set {text}: expected KEY=VALUE with a dotted key, e.g. --set optimizer.lr=0.01"
         )
     try:
-        parsed = yaml.load(value, Loader=_Loader) if value.strip() else None
+        parsed = _safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from None
     return tuple(int(p) if p.isdigit() else p for p in parts), parsed
