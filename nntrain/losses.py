@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nntrain.data.datasets import DataInfo
-from nntrain.registry import Registry
+from nntrain.registries import LOSSES
 
-LOSSES = Registry("loss")
 
 _DEPRECATED = ("size_average", "reduce")  # torch's old spellings of `reduction`
 LOSSES.register("cross_entropy", _DEPRECATED, "softmax cross-entropy on logits; label_smoothing in [0, 1]")(

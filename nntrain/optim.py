@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from nntrain.losses import penalized_parameters
-from nntrain.registry import Registry
+from nntrain.registries import OPTIMIZERS
 
-OPTIMIZERS = Registry("optimizer")
 
 _INTERNAL = ("capturable", "differentiable")  # torch internals, not training choices
 OPTIMIZERS.register("sgd", _INTERNAL, "SGD; momentum and nesterov for the heavy-ball and Nesterov variants")(

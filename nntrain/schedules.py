@@ -16,9 +16,8 @@ from pydantic import Field
 
 from nntrain.config import METRICS, Monitor, monitor_mode
 from nntrain.errors import CheckpointError, ConfigError, RunError
-from nntrain.registry import Registry
+from nntrain.registries import SCHEDULERS
 
-SCHEDULERS = Registry("scheduler")
 
 
 class Warmup:

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 
 from nntrain.errors import DataError
-from nntrain.registry import Registry
+from nntrain.registries import AUGMENTATIONS
 
-AUGMENTATIONS = Registry("augmentation")
 
 
 def _ordered(pair: tuple[float, ...]) -> tuple[float, ...]:

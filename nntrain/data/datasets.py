@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from nntrain.errors import DataError
-from nntrain.registry import Registry
+from nntrain.registries import DATASETS
 
-DATASETS = Registry("dataset")
 
 
 @dataclass

@@ -12,9 +12,8 @@ from pydantic import Field
 
 from nntrain.data.augment import AUGMENTATIONS  # noqa: F401 - re-exported
 from nntrain.errors import DataError
-from nntrain.registry import Registry
+from nntrain.registries import NORMALIZERS
 
-NORMALIZERS = Registry("normalizer")
 
 
 def _stat_dims(x: torch.Tensor) -> tuple[int, ...]:

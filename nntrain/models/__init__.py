@@ -10,9 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from nntrain.errors import CheckpointError, ConfigError
-from nntrain.registry import Registry
+from nntrain.registries import MODELS
 
-MODELS = Registry("model")
 
 
 class InitFrom(BaseModel):

@@ -7,10 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nntrain.registry import Registry
+from nntrain.registries import ACTIVATIONS, INITS
 
-ACTIVATIONS = Registry("activation")
-INITS = Registry("init")
 
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("leaky_relu")(nn.LeakyReLU)

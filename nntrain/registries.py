@@ -1,0 +1,33 @@
+"""Every registry nntrain has, declared in one leaf module (mmengine's `registry/root.py`).
+
+Implementations register themselves when their package is imported (`nntrain.models`,
+`nntrain.losses`, ...); `nntrain.components` imports them all and validates configs against them.
+This module imports nothing of nntrain but the Registry class, so any layer may import it.
+"""
+
+from __future__ import annotations
+
+from nntrain.registry import Registry
+
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+LOSSES = Registry("loss")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULERS = Registry("scheduler")
+AUGMENTATIONS = Registry("augmentation")
+NORMALIZERS = Registry("normalizer")
+ACTIVATIONS = Registry("activation")
+INITS = Registry("init")
+
+# Registries by the KIND argument of `nntrain list`.
+REGISTRIES: dict[str, Registry] = {
+    "models": MODELS,
+    "datasets": DATASETS,
+    "losses": LOSSES,
+    "optimizers": OPTIMIZERS,
+    "schedulers": SCHEDULERS,
+    "augmentations": AUGMENTATIONS,
+    "activations": ACTIVATIONS,
+    "inits": INITS,
+    "normalizers": NORMALIZERS,
+}
