@@ -1,13 +1,20 @@
-"""`nntrain eval`: rebuild a model from its checkpoint's config and measure it on a split."""
+"""Measuring a model on a split: `evaluate()` (fit and eval share it) and `nntrain eval`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
+import torch
+from torch import nn
+
+from nntrain import distributed
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import config_from_dict
+from nntrain.config import Config, config_from_dict
+from nntrain.data.loaders import Data, TensorLoader
 from nntrain.errors import CheckpointError, DataError, RunError
 
 
@@ -19,8 +26,8 @@ def evaluate_checkpoint(
     Returns:
         The metrics and the path of the JSON file (`<checkpoint>.<split>.json` unless `out` is given).
     """
+    from nntrain.device import autocast
     from nntrain.experiment import build_parts
-    from nntrain.trainer import autocast, evaluate
 
     path = Path(path)
     ckpt = load_checkpoint(path)
@@ -57,3 +64,66 @@ def evaluate_checkpoint(
     except OSError as exc:
         raise RunError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     return metrics, out_path
+
+def evaluate(
+    forward: nn.Module,
+    loss_fn: nn.Module,
+    data: Data,
+    split: str,
+    cfg: Config,
+    autocast_ctx: Optional[contextlib.AbstractContextManager] = None,
+    model: Optional[nn.Module] = None,
+) -> dict[str, float]:
+    """Mean loss and the task's metrics of `forward` on `split` (shared by fit and eval).
+
+    classification: `acc`. regression: `mse`, `rmse`, `mae` over every predicted value, in the
+    original units when the source scaled its targets (DataInfo.target_scale). reconstruction:
+    `mse` per value (pixel) of the reconstruction (sigmoid of the logits with bce_with_logits).
+    """
+    module = model or forward
+    was_training = module.training
+    module.eval()
+    x, y = data.split(split)
+    # Under DDP each rank evaluates its shard; the sums are added up across ranks below.
+    device = data.device or x.device
+    loader = TensorLoader(
+        x, y, cfg.data.eval_batch_size, rank=distributed.rank(), world=distributed.world_size(), device=device
+    )
+    info = data.info
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    sq_sum = torch.zeros((), device=device)
+    abs_sum = torch.zeros((), device=device)
+    classify = info.task == "classification"
+    scale = shift = None
+    if info.task == "regression" and info.target_scale is not None:
+        scale = torch.tensor(info.target_scale, device=device)
+        shift = torch.tensor(info.target_shift, device=device)
+    logits = info.task == "reconstruction" and isinstance(loss_fn, nn.BCEWithLogitsLoss)
+    with torch.inference_mode(), autocast_ctx or contextlib.nullcontext():
+        for xb, yb in loader.epoch():
+            out = forward(xb)
+            loss_sum += loss_fn(out, yb).float() * len(xb)
+            if classify:
+                correct += (out.argmax(dim=-1) == yb).sum()
+                continue
+            pred, target = out.float(), yb.float()
+            if logits:
+                pred = pred.sigmoid()
+            if scale is not None:  # back to the original units
+                pred, target = pred * scale + shift, target * scale + shift
+            err = pred - target
+            sq_sum += err.pow(2).sum()
+            abs_sum += err.abs().sum()
+    module.train(was_training)
+    distributed.all_reduce_sum(loss_sum, correct, sq_sum, abs_sum)
+    metrics = {f"{split}/loss": (loss_sum / len(x)).item()}
+    if classify:
+        metrics[f"{split}/acc"] = correct.item() / len(x)
+    elif info.task in ("regression", "reconstruction"):
+        mse = sq_sum.item() / y.numel()
+        metrics[f"{split}/mse"] = mse
+        if info.task == "regression":
+            metrics[f"{split}/rmse"] = math.sqrt(mse)
+            metrics[f"{split}/mae"] = abs_sum.item() / y.numel()
+    return metrics

@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import random
 import signal
 import threading
@@ -23,39 +22,25 @@ from torch import nn
 
 from nntrain import distributed
 from nntrain.callbacks import (
-    Callback, EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger,
+    Callback,
+    EarlyStopping,
+    MetricsLog,
+    ModelCheckpoint,
+    ProgressBar,
+    TensorBoardLogger,
 )
 from nntrain.checkpoint import load_checkpoint, provenance
 from nntrain.config import TASK_METRICS, Config, config_from_dict, monitor_mode, to_yaml
 from nntrain.data.augment import check_augmentations
 from nntrain.data.loaders import Data, build_data
+from nntrain.device import device_warnings, resolve_device
 from nntrain.errors import ConfigError, ConfigWarning, DataError, Interrupted, RunError
+from nntrain.evaluate import evaluate
 from nntrain.losses import build_loss
 from nntrain.models import build_model
 from nntrain.optim import build_optimizer
 from nntrain.schedules import Schedule, build_schedule
-from nntrain.trainer import Trainer, evaluate
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count()
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= count:
-            raise ConfigError(
-                f"train.device: '{name}' is not available (this machine has {count} CUDA devices); "
-                f"use auto or cpu"
-            )
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("train.device: 'mps' is not available on this machine; use auto or cpu")
-    return torch.device(name)
+from nntrain.trainer import Trainer
 
 
 def seed_everything(seed: int) -> None:
@@ -197,26 +182,6 @@ def _data_on_device(cfg: Config, data: Data, device: torch.device) -> bool:
         return cfg.data.on_device
     free, _ = torch.cuda.mem_get_info(device)
     return data.nbytes() <= free // 2
-
-
-def device_warnings(cfg: Config, device: torch.device, data: Data) -> list[str]:
-    """Options that do nothing (or harm) on `device`, each as a `key: why` message."""
-    train, found = cfg.train, []
-    images = data.train[0].dim() == 4
-    if train.channels_last and (device.type != "cuda" or not images):
-        what = f"device {device.type}" if device.type != "cuda" else f"{cfg.data.dataset.name} gives no images"
-        found.append(f"train.channels_last: applies to image batches on CUDA only; ignored here ({what})")
-    if device.type == "cpu" and train.precision != "fp32" and platform.machine().lower() in ("x86_64", "amd64"):
-        # Intel's bf16/fp16 instructions (AVX512-BF16, AMX-FP16); torch can't say for other CPUs.
-        native = {"bf16": "_is_avx512_bf16_supported", "fp16": "_is_amx_fp16_supported"}[train.precision]
-        if not getattr(torch.cpu, native, lambda: False)():
-            found.append(
-                f"train.precision: {train.precision} has no native support on this CPU, so it is "
-                f"emulated and usually slower than fp32; it is meant for GPUs"
-            )
-    if device.type != "cuda" and cfg.data.on_device is False:
-        found.append(f"data.on_device: false keeps data off GPU memory; ignored on device {device.type}")
-    return found
 
 
 def _choose_lr(parts: Parts, opt_spec: dict[str, Any]) -> None:

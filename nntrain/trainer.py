@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -15,20 +14,14 @@ from nntrain import distributed
 from nntrain.callbacks import Callback
 from nntrain.checkpoint import FORMAT, rng_state, set_rng_state
 from nntrain.config import Config
-from nntrain.data.loaders import Data, TensorLoader
 from nntrain.data.augment import random_augmentations
+from nntrain.data.loaders import Data, TensorLoader
 from nntrain.data.transforms import AUGMENTATIONS
+from nntrain.device import autocast
 from nntrain.errors import ConfigError, RunError
+from nntrain.evaluate import evaluate
 from nntrain.losses import penalized_parameters, penalty
 from nntrain.schedules import Schedule
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for `bf16`/`fp16`; a no-op for `fp32`."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class Trainer:
@@ -374,67 +367,3 @@ class Trainer:
         """Bound `hook` methods of the callbacks that override it: per-step hooks skip the no-ops."""
         methods = [getattr(cb, hook) for cb in self.callbacks]
         return [m for m in methods if getattr(m, "__func__", None) is not getattr(Callback, hook)]
-
-
-def evaluate(
-    forward: nn.Module,
-    loss_fn: nn.Module,
-    data: Data,
-    split: str,
-    cfg: Config,
-    autocast_ctx: Optional[contextlib.AbstractContextManager] = None,
-    model: Optional[nn.Module] = None,
-) -> dict[str, float]:
-    """Mean loss and the task's metrics of `forward` on `split` (shared by fit and eval).
-
-    classification: `acc`. regression: `mse`, `rmse`, `mae` over every predicted value, in the
-    original units when the source scaled its targets (DataInfo.target_scale). reconstruction:
-    `mse` per value (pixel) of the reconstruction (sigmoid of the logits with bce_with_logits).
-    """
-    module = model or forward
-    was_training = module.training
-    module.eval()
-    x, y = data.split(split)
-    # Under DDP each rank evaluates its shard; the sums are added up across ranks below.
-    device = data.device or x.device
-    loader = TensorLoader(
-        x, y, cfg.data.eval_batch_size, rank=distributed.rank(), world=distributed.world_size(), device=device
-    )
-    info = data.info
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    sq_sum = torch.zeros((), device=device)
-    abs_sum = torch.zeros((), device=device)
-    classify = info.task == "classification"
-    scale = shift = None
-    if info.task == "regression" and info.target_scale is not None:
-        scale = torch.tensor(info.target_scale, device=device)
-        shift = torch.tensor(info.target_shift, device=device)
-    logits = info.task == "reconstruction" and isinstance(loss_fn, nn.BCEWithLogitsLoss)
-    with torch.inference_mode(), autocast_ctx or contextlib.nullcontext():
-        for xb, yb in loader.epoch():
-            out = forward(xb)
-            loss_sum += loss_fn(out, yb).float() * len(xb)
-            if classify:
-                correct += (out.argmax(dim=-1) == yb).sum()
-                continue
-            pred, target = out.float(), yb.float()
-            if logits:
-                pred = pred.sigmoid()
-            if scale is not None:  # back to the original units
-                pred, target = pred * scale + shift, target * scale + shift
-            err = pred - target
-            sq_sum += err.pow(2).sum()
-            abs_sum += err.abs().sum()
-    module.train(was_training)
-    distributed.all_reduce_sum(loss_sum, correct, sq_sum, abs_sum)
-    metrics = {f"{split}/loss": (loss_sum / len(x)).item()}
-    if classify:
-        metrics[f"{split}/acc"] = correct.item() / len(x)
-    elif info.task in ("regression", "reconstruction"):
-        mse = sq_sum.item() / y.numel()
-        metrics[f"{split}/mse"] = mse
-        if info.task == "regression":
-            metrics[f"{split}/rmse"] = math.sqrt(mse)
-            metrics[f"{split}/mae"] = abs_sum.item() / y.numel()
-    return metrics

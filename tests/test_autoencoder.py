@@ -15,7 +15,7 @@ from nntrain.data.loaders import Data
 from nntrain.errors import CheckpointError, ConfigError, DataError
 from nntrain.models import build_model
 from nntrain.optim import build_optimizer
-from nntrain.trainer import evaluate
+from nntrain.evaluate import evaluate
 
 IMAGES = {"in_features": 784, "in_channels": 1, "image_size": 28}
 

@@ -13,7 +13,8 @@ from nntrain.data import loaders
 from nntrain.data.datasets import DataInfo
 from nntrain.data.loaders import Data, TensorLoader, _Stager, build_data
 from nntrain.errors import ConfigWarning
-from nntrain.experiment import _data_on_device, build_parts, device_warnings, fit
+from nntrain.device import device_warnings
+from nntrain.experiment import _data_on_device, build_parts, fit
 
 
 def staged(loader: TensorLoader) -> TensorLoader:
