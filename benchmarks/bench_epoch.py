@@ -7,7 +7,7 @@ Both sides train the same architecture (built by nntrain's model builder, starti
 weights) on the same in-memory tensors (the real MNIST training split that nntrain prepared, 54,000
 samples after the default 10% validation hold-out), with batch 128, Adam lr 1e-3 and a new shuffle
 every epoch. The nntrain side is the real `Trainer.train_epoch`, built with `build_parts` from a
-`Config`, with the callbacks `nntrain fit` attaches (`experiment.build_callbacks`: TensorBoard,
+`Config`, with the callbacks `nntrain fit` attaches (`build.build_callbacks`: TensorBoard,
 metrics.jsonl, progress bar, checkpointing) writing into a temporary folder.
 
 Cases: `mlp` (784-128-10), `lenet`, `lenet_crop` (LeNet with random_crop padding 2) and `gru`
@@ -51,11 +51,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, even without an installed package
 
 from nntrain.callbacks import ProgressBar  # noqa: E402
-from nntrain.config import config_from_dict  # noqa: E402
-from nntrain.data.datasets import DATASETS, DataInfo, Splits  # noqa: E402
-from nntrain.experiment import build_callbacks, build_parts  # noqa: E402
+from nntrain.validate import config_from_dict  # noqa: E402
+from nntrain.data.info import DataInfo  # noqa: E402
+from nntrain.data.sources import DATASETS  # noqa: E402
+from nntrain.data.splits import Splits  # noqa: E402
+from nntrain.build import build_callbacks, build_parts, build_trainer  # noqa: E402
 from nntrain.models import build_model  # noqa: E402
-from nntrain.trainer import Trainer  # noqa: E402
 
 MODELS = {
     "mlp": {"name": "mlp", "hidden": [128], "activation": "relu"},  # 784-128-10
@@ -145,11 +146,9 @@ class NntrainSide:
         # A terminal-like console that goes nowhere: the bar renders as it would for a user.
         self._sink = open(Path(run_dir) / "progress.txt", "w")
         console = Console(file=self._sink, force_terminal=True, width=100)
-        callbacks, _ = build_callbacks(cfg, run_dir, console=console)  # exactly what `nntrain fit` attaches
-        p = self.parts
-        self.trainer = Trainer(
-            cfg, p.model, p.loss_fn, p.optimizer, p.schedule, p.data, p.device, callbacks, {}
-        )
+        # Exactly what `nntrain fit` attaches and builds.
+        callbacks, _ = build_callbacks(cfg, run_dir, console=console, data=self.parts.data)
+        self.trainer = build_trainer(self.parts, callbacks)
         for cb in callbacks:
             cb.on_fit_start(self.trainer)
         # rich redraws from a thread of its own: let it run during nntrain's epochs only.

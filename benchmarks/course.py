@@ -1,20 +1,26 @@
-"""The course's four comparisons, run end to end through the CLI, summarized as Markdown tables.
+"""The course's four comparisons, run end to end with nntrain's own commands, as Markdown tables.
 
     python benchmarks/course.py [--only deep_sigmoid_vs_relu,optimizers,schedules,overfitting]
-                                [--seeds 0,1,2] [--out runs/course] [--tensorboard] [--threads 1]
+                                [--seeds 0,1,2] [--workers N] [--out runs/course] [--tensorboard]
+                                [--threads 1] [--set KEY=VALUE ...]
 
 Each comparison is one config under configs/ whose header comment lists one `nntrain fit` command
 per variant; this script parses those lines, so the runs it makes are the ones the header
-documents. Every variant runs as `python -m nntrain fit CONFIG <its arguments> --set seed=S
---set log.dir=<out>/<comparison>/seed-S --set log.tensorboard=...`, then the script reads the run's
-summary.json (final, best and test metrics, time) and metrics.jsonl (the epoch records; for
-deep_sigmoid_vs_relu the per-layer gradient norms of the step records logged during epoch 1).
-For overfitting it also evaluates last.pt on the test split with `nntrain eval`, because best.pt
-(picked on val/acc) is already a form of early stopping.
+documents. Each variant runs as
 
-With several seeds, numbers are mean ± standard deviation over the seeds. Child processes get
-OMP_NUM_THREADS=--threads (default 1): on a machine whose cores are shared, torch's default of
-one thread per core can make these small models tens of times slower, not faster.
+    nntrain fit CONFIG <its arguments> --seeds S,S,S [--workers N] --set log.dir=<out>/<comparison> ...
+
+(one run folder per seed), then `nntrain runs <out>/<comparison> --json` says which runs finished
+and `nntrain compare <those runs> --group-by seed --json` gives every number of the tables: each
+variant is one seed group, mean ± sample standard deviation over its seeds (one number where all
+seeds agree). Only two things are read besides: for deep_sigmoid_vs_relu the per-layer gradient
+norms of the step records of metrics.jsonl (logged during epoch 1), and for overfitting
+`nntrain eval` of last.pt on the test split (best.pt, picked on val/acc, is already a form of early
+stopping). `--set` adds overrides to every run (a quick check: `--set train.epochs=1`).
+
+Runs get OMP_NUM_THREADS=--threads (default 1; with --workers N, N runs share the cores): on a
+machine whose cores are shared, torch's default of one thread per core can make these small models
+tens of times slower, not faster.
 """
 
 from __future__ import annotations
@@ -49,17 +55,6 @@ class Variant:
 
     name: str
     args: list[str]
-
-
-@dataclass
-class Run:
-    """What one finished run left: its folder, summary.json, epoch and step records."""
-
-    dir: Path
-    summary: dict[str, Any]
-    epochs: list[dict[str, Any]]
-    steps: list[dict[str, Any]]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def header_variants(config: str) -> list[Variant]:
@@ -105,29 +100,71 @@ def nntrain(args: list[str], env: dict[str, str], log: Path) -> None:
     raise SystemExit(f"nntrain {shlex.join(args)} exited with {result.returncode}:\n{tail}")
 
 
-def run_variant(config: str, variant: Variant, seed: int, log_dir: Path, tensorboard: bool, env: dict) -> Run:
-    """Trains one variant with one seed into a new folder under `log_dir` and reads it back."""
-    parent = log_dir / variant.name
-    before = set(parent.glob("*")) if parent.exists() else set()
-    args = ["fit", config, *variant.args, "--set", f"seed={seed}", "--set", f"log.dir={log_dir}",
-            "--set", f"log.tensorboard={'true' if tensorboard else 'false'}"]
+def run_variant(config: str, variant: Variant, seeds: list[int], log_dir: Path, options: argparse.Namespace,
+                env: dict) -> Optional[str]:
+    """Trains one variant once per seed (`nntrain fit --seeds`) into run folders under `log_dir`;
+    returns the error line when some seeds failed (the others' runs still count)."""
+    args = ["fit", config, *variant.args, "--seeds", ",".join(map(str, seeds)), "--workers", str(options.workers),
+            "--set", f"log.dir={log_dir}", "--set", f"log.tensorboard={'true' if options.tensorboard else 'false'}"]
+    for text in options.set or []:
+        args += ["--set", text]
     log_dir.mkdir(parents=True, exist_ok=True)
-    nntrain(args, env, log_dir / f"{variant.name}.log")
-    (run_dir,) = set(parent.glob("*")) - before
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    return Run(
-        run_dir,
-        json.loads((run_dir / "summary.json").read_text(encoding="utf-8")),
-        [r for r in records if r["kind"] == "epoch"],
-        [r for r in records if r["kind"] == "step"],
-    )
+    try:
+        nntrain(args, env, log_dir / f"{variant.name}.log")
+    except RunFailed as exc:
+        return str(exc)
+    return None
 
 
-def eval_last(run: Run, env: dict) -> float:
+def nntrain_json(args: list[str], env: dict) -> Any:
+    """`python -m nntrain ARGS --json`, parsed."""
+    result = subprocess.run([sys.executable, "-m", "nntrain", *args, "--json"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"nntrain {shlex.join(args)} exited with {result.returncode}:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+@dataclass
+class Group:
+    """One variant's seed group, as `nntrain compare --json` gives it."""
+
+    name: str
+    dirs: list[Path]
+    metrics: dict[str, list[float]]  # compare's metric label -> the value of each run
+    curves: dict[str, dict[str, Any]]  # epoch-record key -> {"epochs": [...], "runs": [[...] per run]}
+    extra: dict[str, list[Optional[float]]] = field(default_factory=dict)
+
+    def epoch(self, key: str, epoch: int) -> list[Optional[float]]:
+        """`key` of each run's epoch record after `epoch` (1-based) epochs; None where it had stopped."""
+        curve = self.curves.get(key)
+        if curve is None or epoch not in curve["epochs"]:
+            return [None] * len(self.dirs)
+        i = curve["epochs"].index(epoch)
+        return [values[i] for values in curve["runs"]]
+
+    def per_run(self, key: str) -> list[list[tuple[int, float]]]:
+        """(epoch, value) of `key` for each run."""
+        curve = self.curves.get(key, {"epochs": [], "runs": [[] for _ in self.dirs]})
+        return [[(e, v) for e, v in zip(curve["epochs"], values) if v is not None] for values in curve["runs"]]
+
+
+def compare_groups(dirs: list[Path], env: dict) -> dict[str, Group]:
+    """`nntrain compare DIRS --group-by seed --json`, one Group per variant (column)."""
+    data = nntrain_json(["compare", *map(str, dirs), "--group-by", "seed"], env)
+    groups = {}
+    for i, col in enumerate(data["columns"]):
+        metrics = {label: cells[i]["values"] for label, cells in data["metrics"].items()}
+        curves = {key: cols[i] for key, cols in data["curves"].items()}
+        groups[col["label"]] = Group(col["label"], [Path(d) for d in col["runs"]], metrics, curves)
+    return groups
+
+
+def eval_last(run_dir: Path, env: dict) -> float:
     """Test accuracy of the run's last.pt (the weights training ended with)."""
-    ckpt = run.dir / "checkpoints" / "last.pt"
-    out = run.dir / "last.test.json"
-    nntrain(["eval", str(ckpt), "--split", "test", "--out", str(out)], env, run.dir / "eval_last.log")
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    out = run_dir / "last.test.json"
+    nntrain(["eval", str(ckpt), "--split", "test", "--out", str(out)], env, run_dir / "eval_last.log")
     return json.loads(out.read_text(encoding="utf-8"))["test/acc"]
 
 
@@ -151,45 +188,45 @@ def fmt(values: list[Optional[float]], digits: int = 3, sci: bool = False, integ
     return f"{format(mean, spec)} ± {format(statistics.stdev(values), spec)}"
 
 
-def epoch_value(run: Run, key: str, epoch: int) -> Optional[float]:
-    """`key` of the epoch record after `epoch` (1-based) epochs, if the run got that far."""
-    return next((r[key] for r in run.epochs if r["epoch"] == epoch), None)
-
-
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-Column = tuple[str, Callable[[Run], Optional[float]], dict]
+def _min_epoch(points: list[tuple[int, float]]) -> tuple[int, float]:
+    return min(points, key=lambda p: (p[1], p[0]))
+
+
+# A column: its title, the values of a group's runs, and fmt's options.
+Column = tuple[str, Callable[[Group], list[Optional[float]]], dict]
 
 COMMON: list[Column] = [
-    ("val/acc after epoch 1", lambda r: epoch_value(r, "val/acc", 1), {}),
-    ("final train/loss", lambda r: r.summary["final"]["train/loss"], {"digits": 3, "sci": True}),
-    ("final val/loss", lambda r: r.summary["final"]["val/loss"], {}),
-    ("final val/acc", lambda r: r.summary["final"]["val/acc"], {}),
-    ("best val/acc", lambda r: r.summary["best"]["value"], {}),
-    ("best epoch", lambda r: r.summary["best"]["epoch"], {"integer": True}),
-    ("test/acc (best.pt)", lambda r: r.summary.get("test", {}).get("test/acc"), {}),
-    ("epochs run", lambda r: r.summary["epochs"], {"integer": True}),
-    ("time s", lambda r: r.summary["time_s"], {"digits": 1}),
+    ("val/acc after epoch 1", lambda g: g.epoch("val/acc", 1), {}),
+    ("final train/loss", lambda g: g.metrics.get("final train/loss", []), {"digits": 3, "sci": True}),
+    ("final val/loss", lambda g: g.metrics.get("final val/loss", []), {}),
+    ("final val/acc", lambda g: g.metrics.get("final val/acc", []), {}),
+    ("best val/acc", lambda g: g.metrics.get("best val/acc", []), {}),
+    ("best epoch", lambda g: g.metrics.get("best epoch", []), {"integer": True}),
+    ("test/acc (best.pt)", lambda g: g.metrics.get("test/acc (best.pt)", []), {}),
+    ("epochs run", lambda g: g.metrics.get("epochs", []), {"integer": True}),
+    ("time s", lambda g: g.metrics.get("time s", []), {"digits": 1}),
 ]
 EXTRA: dict[str, list[Column]] = {
-    "schedules": [("final lr", lambda r: r.summary["final"]["lr"], {"digits": 2, "sci": True})],
+    "schedules": [("final lr", lambda g: g.metrics.get("final lr", []), {"digits": 2, "sci": True})],
     "overfitting": [
-        ("min val/loss", lambda r: min(e["val/loss"] for e in r.epochs), {}),
-        ("its epoch", lambda r: min(r.epochs, key=lambda e: e["val/loss"])["epoch"], {"integer": True}),
-        ("test/acc (last.pt)", lambda r: r.extra.get("test_acc_last"), {}),
+        ("min val/loss", lambda g: [_min_epoch(p)[1] for p in g.per_run("val/loss") if p], {}),
+        ("its epoch", lambda g: [_min_epoch(p)[0] for p in g.per_run("val/loss") if p], {"integer": True}),
+        ("test/acc (last.pt)", lambda g: g.extra.get("test_acc_last", []), {}),
     ],
 }
 
 
-def results_table(comparison: str, results: dict[str, list[Run]]) -> str:
+def results_table(comparison: str, groups: dict[str, Group]) -> str:
     columns = COMMON + EXTRA.get(comparison, [])
     rows = [
-        [f"`{name}`"] + [fmt([get(r) for r in runs], **opts) for _, get, opts in columns]
-        for name, runs in results.items()
+        [f"`{name}`"] + [fmt(get(g), **opts) for _, get, opts in columns]
+        for name, g in groups.items()
     ]
     return table(["variant"] + [title for title, _, _ in columns], rows)
 
@@ -203,38 +240,41 @@ CURVES: dict[str, tuple[list[str], list[int]]] = {
 }
 
 
-def curve_table(key: str, epochs: list[int], results: dict[str, list[Run]]) -> str:
+def curve_table(key: str, epochs: list[int], groups: dict[str, Group]) -> str:
     """`key` of the epoch records after each of `epochs`; '-' where a run had stopped before."""
     rows = []
-    for name, runs in results.items():
+    for name, g in groups.items():
         cells = []
         for epoch in epochs:
-            values = [epoch_value(r, key, epoch) for r in runs]
+            values = g.epoch(key, epoch)
             sci = key in ("lr", "train/loss")
             cells.append("-" if None in values else fmt(values, digits=2 if sci else 3, sci=sci))
         rows.append([f"`{name}`"] + cells)
     return table(["variant"] + [f"epoch {e}" for e in epochs], rows)
 
 
-def layer_weights(run: Run) -> list[str]:
-    """The `grad_norm/<layer>.weight` keys of the step records, in the model's order."""
-    return [k for k in run.steps[0] if k.startswith("grad_norm/") and k.endswith(".weight")]
+def step_records(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "step"]
 
 
-def epoch1_grad_norm(run: Run, key: str) -> float:
-    """Mean of `key` over the step records logged during the first epoch."""
-    values = [r[key] for r in run.steps if r["epoch"] == 0]
-    return statistics.fmean(values)
+def epoch1_grad_norms(run_dir: Path) -> dict[str, float]:
+    """Mean of each `grad_norm/<layer>.weight` over the step records logged during the first epoch,
+    in the model's order."""
+    steps = [r for r in step_records(run_dir) if r["epoch"] == 0]
+    keys = [k for k in steps[0] if k.startswith("grad_norm/") and k.endswith(".weight")]
+    return {k: statistics.fmean(r[k] for r in steps) for k in keys}
 
 
-def grad_tables(results: dict[str, list[Run]]) -> str:
+def grad_tables(groups: dict[str, Group]) -> str:
     """First vs last layer, and every layer, of the mean epoch-1 gradient norms per variant."""
-    rows, layers = [], None
-    for name, runs in results.items():
-        keys = layer_weights(runs[0])
+    rows, layers, norms = [], None, {}
+    for name, g in groups.items():
+        norms[name] = [epoch1_grad_norms(d) for d in g.dirs]
+        keys = list(norms[name][0])
         layers = layers or keys
-        first = [epoch1_grad_norm(r, keys[0]) for r in runs]
-        last = [epoch1_grad_norm(r, keys[-1]) for r in runs]
+        first = [n[keys[0]] for n in norms[name]]
+        last = [n[keys[-1]] for n in norms[name]]
         rows.append([f"`{name}`", fmt(first, sci=True), fmt(last, sci=True),
                      fmt([b / a for a, b in zip(first, last)], sci=True)])
     short = lambda k: k.removeprefix("grad_norm/")  # noqa: E731
@@ -242,9 +282,8 @@ def grad_tables(results: dict[str, list[Run]]) -> str:
         ["variant", f"{short(layers[0])} (first)", f"{short(layers[-1])} (last)", "last / first"], rows
     )
     per_layer = table(
-        ["layer"] + [f"`{name}`" for name in results],
-        [[short(k)] + [fmt([epoch1_grad_norm(r, k) for r in runs], sci=True) for runs in results.values()]
-         for k in layers],
+        ["layer"] + [f"`{name}`" for name in groups],
+        [[short(k)] + [fmt([n[k] for n in norms[name]], sci=True) for name in groups] for k in layers],
     )
     return summary + "\n\nEvery layer (mean gradient norm over epoch 1's logged steps):\n\n" + per_layer
 
@@ -256,9 +295,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(COMPARISONS), help="comma-separated comparisons")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--workers", type=int, default=1, help="seeds of a variant trained at once (processes)")
     parser.add_argument("--out", default="runs/course", help="log.dir root of the runs")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override for every run")
     args = parser.parse_args()
     chosen = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in COMPARISONS]
@@ -269,39 +310,46 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     import torch  # noqa: PLC0415  (only for the report's header)
 
+    extra = "".join(f" --set {shlex.quote(s)}" for s in args.set or [])
     print(f"# nntrain course comparisons\n\nseeds {seeds}; torch {torch.__version__}; "
-          f"OMP_NUM_THREADS={args.threads}; runs under {out}\n")
+          f"OMP_NUM_THREADS={args.threads}; {args.workers} worker(s); runs under {out}{extra}\n")
     for comparison in chosen:
         config = COMPARISONS[comparison]
-        results: dict[str, list[Run]] = {}
+        log_dir = out / comparison
+        before = {row["dir"] for row in nntrain_json(["runs", str(log_dir)], env)} if log_dir.is_dir() else set()
         start = time.perf_counter()
-        failures: list[str] = []
+        errors: dict[str, str] = {}
         for variant in header_variants(config):
-            results[variant.name] = []
-            for seed in seeds:
-                try:
-                    run = run_variant(config, variant, seed, out / comparison / f"seed-{seed}", args.tensorboard, env)
-                    if comparison == "overfitting":
-                        run.extra["test_acc_last"] = eval_last(run, env)
-                except RunFailed as exc:
-                    failures.append(f"- `{variant.name}`, seed {seed}: {exc}")
-                    print(f"  {comparison}/{variant.name} seed {seed}: FAILED {exc}", file=sys.stderr, flush=True)
-                    continue
-                results[variant.name].append(run)
-                print(f"  {comparison}/{variant.name} seed {seed}: {run.dir}", file=sys.stderr, flush=True)
-        results = {name: runs for name, runs in results.items() if runs}
-        print(f"## {comparison} (`{config}`, {time.perf_counter() - start:.0f}s wall)\n")
-        print(results_table(comparison, results) + "\n")
+            error = run_variant(config, variant, seeds, log_dir, args, env)
+            if error:
+                errors[variant.name] = error
+            print(f"  {comparison}/{variant.name}: {'FAILED ' + error if error else 'done'}",
+                  file=sys.stderr, flush=True)
+        runs = [row for row in nntrain_json(["runs", str(log_dir)], env) if row["dir"] not in before]
+        failures = [f"- `{r['name']}`, seed {r.get('seed', '?')} ({r['dir']}): {r['status']}: {r['reason']}"
+                    for r in runs if r["status"] != "finished"]
+        failures += [f"- `{name}`: {error}" for name, error in errors.items()
+                     if not any(r["name"] == name and r["status"] != "finished" for r in runs)]
+        finished = [Path(r["dir"]) for r in runs if r["status"] == "finished"]
+        groups = compare_groups(finished, env) if finished else {}
+        if comparison == "overfitting":
+            for g in groups.values():
+                g.extra["test_acc_last"] = [eval_last(d, env) for d in g.dirs]
+        wall = time.perf_counter() - start
+        print(f"## {comparison} (`{config}`, {wall:.0f}s wall)\n")
+        print("Every number: `nntrain compare " + shlex.quote(str(log_dir)) + "/*/* --group-by seed`"
+              " (mean ± sample sd over the seeds).\n")
+        print(results_table(comparison, groups) + "\n")
         if failures:
             print("Runs that failed (left out of the tables):\n\n" + "\n".join(failures) + "\n")
         keys, epochs = CURVES[comparison]
         for key in keys:
             print(f"{key} after each epoch (the epoch records of metrics.jsonl):\n")
-            print(curve_table(key, epochs, results) + "\n")
-        if comparison == "deep_sigmoid_vs_relu":
+            print(curve_table(key, epochs, groups) + "\n")
+        if comparison == "deep_sigmoid_vs_relu" and groups:
             print("Gradient norm of the first and last layer's weights, mean over the step records "
                   "logged during epoch 1:\n")
-            print(grad_tables(results) + "\n")
+            print(grad_tables(groups) + "\n")
         sys.stdout.flush()
 
 

@@ -10,11 +10,13 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from nntrain.checkpoint import save_atomic
 
 if TYPE_CHECKING:
+    import torch
+
     from nntrain.trainer import Trainer
 
 
@@ -33,12 +35,27 @@ class Callback:
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
 
+    def on_restore(self, trainer: "Trainer") -> None:
+        """The weights of an earlier epoch were put back (`Trainer.restore_weights`)."""
+
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def callback_keys(callbacks: Sequence[Callback]) -> list[str]:
+    """The key each callback's state has in a checkpoint: its class name, and `Name#2`, `Name#3`...
+    for further instances of one class (stable for a given config, which fixes the order)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
 
 
 def improved(value: float, best: Optional[float], mode: str, min_delta: float = 0.0) -> bool:
@@ -81,7 +98,7 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         stop = self._evaluate(metrics[self.monitor])
         if self.restore_best and self.wait == 0 and not stop:  # this epoch is the new best
-            self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()}
             self.best_metrics = dict(metrics)
         if stop:
             trainer.should_stop = True
@@ -90,10 +107,9 @@ class EarlyStopping(Callback):
     def on_fit_end(self, trainer: "Trainer") -> None:
         # Restored here, after the stopping epoch's checkpoints: best.pt of epoch E holds epoch E.
         if self.restore_best and self.reason and trainer.should_stop and self.best_state is not None:
-            trainer.model.load_state_dict(self.best_state)
-            trainer.last_metrics = dict(self.best_metrics)
-            trainer.restored_best = True
-            trainer.stop_reason += f"; restored the weights of the best epoch ({self.best:.4g})"
+            trainer.restore_weights(
+                self.best_state, self.best_metrics, f"restored the weights of the best epoch ({self.best:.4g})"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -120,14 +136,17 @@ class ModelCheckpoint(Callback):
         every_n_epochs: int = 1,
         every_n_steps: Optional[int] = None,
         keep_top_k: int = 0,
+        write: bool = True,
     ):
-        self.folder, self.monitor, self.mode = Path(folder), monitor, mode
+        self.folder, self.monitor, self.mode, self.write = Path(folder), monitor, mode, write
         self.every_n_epochs, self.every_n_steps, self.keep_top_k = every_n_epochs, every_n_steps, keep_top_k
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.top: list[tuple[float, int]] = []  # (value, epoch) of the files epoch-<E>.pt kept
 
     def _save(self, state: dict[str, Any], name: str) -> None:
+        if not self.write:  # another rank than 0: it tracks the best value and builds the state alike
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         save_atomic(state, self.folder / name)
 
@@ -138,9 +157,8 @@ class ModelCheckpoint(Callback):
     def on_interrupt(self, trainer: "Trainer") -> None:
         self._save(trainer.state_dict(), "last.pt")
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
-        if trainer.restored_best:  # early stopping put the best epoch's weights back
-            self._save(trainer.state_dict(), "last.pt")
+    def on_restore(self, trainer: "Trainer") -> None:
+        self._save(trainer.state_dict(), "last.pt")  # last.pt holds the weights the run ends with
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         value = metrics[self.monitor]
@@ -155,7 +173,7 @@ class ModelCheckpoint(Callback):
             self._save(state, "best.pt")
         if evicted is not None:
             self._save(state, f"epoch-{trainer.epoch}.pt")
-            for _, epoch in evicted:
+            for _, epoch in evicted if self.write else ():
                 (self.folder / f"epoch-{epoch}.pt").unlink(missing_ok=True)
 
     def _rank(self, value: float, epoch: int) -> Optional[list[tuple[float, int]]]:
@@ -180,22 +198,49 @@ class TensorBoardLogger(Callback):
 
     STEP_TAGS = ("train/loss", "lr")
 
-    def __init__(self, folder: Path, resume_step: Optional[int] = None):
+    def __init__(
+        self,
+        folder: Path,
+        config: dict[str, Any],
+        resume_step: Optional[int] = None,
+        histograms_every_n_steps: int = 0,
+        reconstruct: Optional[torch.Tensor] = None,
+        logits: bool = False,
+        checkpointer: Optional["ModelCheckpoint"] = None,
+        classes: Optional[Sequence[str]] = None,
+    ):
+        """
+        Args:
+            folder: where the event files go.
+            config: the resolved config (shown as text, and flattened as hyperparameters).
+            resume_step: a resumed run's step: events logged after it by the interrupted run are purged.
+            histograms_every_n_steps: weight and gradient histograms every N updates (0: never).
+            reconstruct: validation inputs shown beside their reconstructions each epoch, or None.
+            logits: the model's outputs are logits (bce_with_logits): a sigmoid makes them images.
+            checkpointer: its best value goes into the HPARAMS tab.
+            classes: classification: the class names of the confusion matrix shown each validation.
+        """
         from torch.utils.tensorboard import SummaryWriter
 
-        # On resume, events logged after the checkpoint's step by the interrupted run are purged.
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(str(folder), purge_step=purge)
+        self.config, self.histograms_every = config, histograms_every_n_steps
+        self.reconstruct, self.logits, self.checkpointer = reconstruct, logits, checkpointer
+        self.classes = None if classes is None else list(classes)
+        # {"val": {"confusion": (C, C) counts}}, filled by each validation (build_trainer hands this
+        # dict to evaluate()); None: no confusion matrix (not classification).
+        self.confusion: Optional[dict[str, Any]] = None
 
     def on_fit_start(self, trainer: "Trainer") -> None:
-        from nntrain.config import to_yaml
+        import yaml
 
-        self.writer.add_text("config", "```yaml\n" + to_yaml(trainer.cfg) + "\n```", trainer.step)
+        text = yaml.safe_dump(self.config, sort_keys=False)
+        self.writer.add_text("config", "```yaml\n" + text + "\n```", trainer.step)
 
     def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, trainer.step)
-        every = trainer.cfg.log.histograms_every_n_steps
+        every = self.histograms_every
         if every and trainer.step % every == 0:
             for name, p in trainer.model.named_parameters():
                 self.writer.add_histogram(f"weights/{name}", p.detach(), trainer.step)
@@ -208,23 +253,37 @@ class TensorBoardLogger(Callback):
             tag = f"{key}_epoch" if key in self.STEP_TAGS else key
             self.writer.add_scalar(tag, value, trainer.step)
         self.writer.add_scalar("epoch", trainer.epoch, trainer.step)
-        if trainer.data.info.task == "reconstruction" and trainer.data.val[0].dim() == 4:
+        if self.reconstruct is not None:
             self._reconstructions(trainer)
+        if self.confusion:
+            self._confusion_matrix(trainer)
         self.writer.flush()
 
-    def _reconstructions(self, trainer: "Trainer", count: int = 16) -> None:
+    def _confusion_matrix(self, trainer: "Trainer") -> None:
+        """The validation's confusion matrix as an image (rows true, columns predicted), counted by
+        the validation itself: no extra pass over the data."""
+        from nntrain import figures
+
+        matrix = self.confusion.pop("val", {}).get("confusion")
+        if matrix is None:
+            return
+        labels = self.classes or [str(i) for i in range(len(matrix))]
+        fig = figures.confusion_matrix(matrix.tolist(), labels, title=f"validation, epoch {trainer.epoch}")
+        self.writer.add_image("val/confusion_matrix", figures.rgb(fig), trainer.step, dataformats="HWC")
+
+    def _reconstructions(self, trainer: "Trainer") -> None:
         """An image grid per epoch: validation inputs (top row) above their reconstructions."""
         import torch
         from torchvision.utils import make_grid
 
-        x = trainer.data.val[0][:count].to(trainer.device)
-        model = trainer.model
+        x = self.reconstruct.to(trainer.device)
+        model = trainer.eval_model
         was_training = model.training
         model.eval()
         with torch.inference_mode():
             out = model(x).float()
         model.train(was_training)
-        if isinstance(trainer.loss_fn, torch.nn.BCEWithLogitsLoss):
+        if self.logits:
             out = out.sigmoid()
         pair = torch.cat([x.float(), out.view_as(x)]).cpu()
         low, high = pair.amin(), pair.amax()  # to [0, 1] for display, whatever the normalization
@@ -241,11 +300,11 @@ class TensorBoardLogger(Callback):
         from torch.utils.tensorboard.summary import hparams
 
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                  for k, v in _flatten(trainer.cfg.to_dict()).items()}
+                  for k, v in _flatten(self.config).items()}
         results = {f"hparam/{k}": v for k, v in trainer.last_metrics.items()}
-        for cb in trainer.callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.best is not None:
-                results[f"hparam/best_{cb.monitor}"] = cb.best
+        best = self.checkpointer
+        if best is not None and best.best is not None:
+            results[f"hparam/best_{best.monitor}"] = best.best
         for summary in hparams(params, results):
             self.writer.file_writer.add_summary(summary)
         for key, value in results.items():

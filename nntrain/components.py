@@ -1,55 +1,48 @@
-"""Which registry each config section names, and checking components before anything is built.
+"""Checking a config's components against the registries before anything is built.
 
-A component is `{name: ..., **kwargs}`. Its name must be in the registry and its kwargs must
-be keyword arguments of the builder, of the annotated type and range.
+A component is `{name: ..., **kwargs}`. Its name must be in the registry and its kwargs must be
+keyword arguments of the builder, of the annotated type and range; then the registry's own hooks
+run (`Registry.set_checks`: extra keys, filled-in arguments, placeholders, a dry build). Importing
+this module imports every implementation package, so every registry is full.
 """
 
 from __future__ import annotations
 
 import functools
-import typing
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-import torch
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from nntrain.config import Key, _unknown_key
-from nntrain.data.datasets import DATASETS
-from nntrain.data.transforms import AUGMENTATIONS, NORMALIZERS
-from nntrain.losses import LOSSES
-from nntrain.models import MODELS, InitFrom
-from nntrain.models.init import ACTIVATIONS, INITS
-from nntrain.optim import OPTIMIZERS
-from nntrain.schedules import SCHEDULERS
+import nntrain.data.augment  # noqa: F401 - registers augmentations
+import nntrain.data.sources  # noqa: F401 - registers datasets
+import nntrain.data.transforms  # noqa: F401 - registers normalizers
+import nntrain.losses  # noqa: F401 - registers losses
+import nntrain.models  # noqa: F401 - registers models, activations, inits
+import nntrain.optim  # noqa: F401 - registers optimizers
+import nntrain.schedules  # noqa: F401 - registers schedulers
+from nntrain.config import unknown_key, value_problem
+from nntrain.data.info import INFERRED
+from nntrain.errors import Key, quote, shorten
+from nntrain.registries import (
+    AUGMENTATIONS,
+    DATASETS,
+    LOSSES,
+    MODELS,
+    NORMALIZERS,
+    OPTIMIZERS,
+    REGISTRIES,
+    SCHEDULERS,
+)
 from nntrain.registry import Registry
 
-# Registries by the KIND argument of `nntrain list`.
-REGISTRIES: dict[str, Registry] = {
-    "models": MODELS,
-    "datasets": DATASETS,
-    "losses": LOSSES,
-    "optimizers": OPTIMIZERS,
-    "schedulers": SCHEDULERS,
-    "augmentations": AUGMENTATIONS,
-    "activations": ACTIVATIONS,
-    "inits": INITS,
-    "normalizers": NORMALIZERS,
-}
+__all__ = ["INFERRED", "REGISTRIES", "component_errors", "spec_errors"]
 
-# Model arguments the data determines (DESIGN.md): optional in configs, checked against the data.
-INFERRED = (
-    "in_features", "in_channels", "image_size", "num_classes",
-    "input_size", "vocab_size", "padding_idx", "output_size", "variable_length",
-)
-
-# Model arguments that name a component of another registry.
-_NESTED = {"activation": ACTIVATIONS, "init": INITS}
-
-# Torch built-ins carry no range annotations; these names are never negative.
-_NON_NEGATIVE = {"lr", "weight_decay", "momentum", "dampening", "lr_decay", "eps", "label_smoothing"}
+Problems = list[tuple[Key, str]]
 
 
 def _components(raw: dict[str, Any]) -> Iterator[tuple[Key, Registry, Any]]:
+    """(config key, registry, spec) of every component a raw config names."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     yield ("data", "dataset"), DATASETS, data.get("dataset")
     yield ("data", "normalize"), NORMALIZERS, data.get("normalize")
@@ -62,26 +55,68 @@ def _components(raw: dict[str, Any]) -> Iterator[tuple[Key, Registry, Any]]:
     yield ("scheduler",), SCHEDULERS, raw.get("scheduler")
 
 
-@functools.lru_cache(maxsize=None)
-def _hints(registry: Registry, name: str) -> dict[str, Any]:
-    fn = registry.get(name)
-    target = fn.__init__ if isinstance(fn, type) else fn
-    try:
-        return typing.get_type_hints(target, include_extras=True)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: skip the type check
-        return {}
+def component_errors(raw: dict[str, Any]) -> Problems:
+    """Problems of every component of a raw config mapping, as (dotted key, message)."""
+    errors: Problems = []
+    for key, registry, spec in _components(raw):
+        errors += spec_errors(key, registry, spec)
+    return errors
 
 
-@functools.lru_cache(maxsize=None)
+def spec_errors(key: Key, registry: Registry, spec: Any) -> Problems:
+    """Problems of one component `spec` at config `key`; [] when it can be built."""
+    if isinstance(spec, str) and registry.bare_name:
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return []  # the schema reports the shape
+    name = spec["name"]
+    if name not in registry:
+        return [(key + ("name",), registry.unknown_message(name))]
+    spec = {k: _resolved(registry, k, v) for k, v in spec.items()}
+    errors: Problems = []
+    for arg, value in spec.items():
+        if arg != "name":
+            errors += [(key + (arg,) + sub, msg) for sub, msg in _argument_errors(registry, name, arg, value)]
+    params = registry.parameters(name)
+    for arg, p in params.items():
+        if p.default is p.empty and arg not in registry.filled and arg not in spec:
+            errors.append((key + (arg,), f"missing: {registry.kind} '{name}' needs it"))
+    if not errors and registry.dry_build is not None:
+        errors += _dry_build(key, registry, spec)
+    return errors
+
+
+def _resolved(registry: Registry, arg: str, value: Any) -> Any:
+    """A placeholder the registry resolves before building (`lr: auto`) -> the value checked."""
+    if arg in registry.stand_ins and isinstance(value, str) and value == registry.stand_ins[arg][0]:
+        return registry.stand_ins[arg][1]
+    return value
+
+
+def _argument_errors(registry: Registry, name: str, arg: str, value: Any) -> Problems:
+    """Problems of one keyword argument, keyed below it (`()` for the argument itself)."""
+    if arg in registry.extra_keys:
+        return registry.extra_keys[arg](value)
+    params = registry.parameters(name)
+    if arg not in params:
+        return [((), f"{unknown_key(arg, list(params))} for {registry.kind} '{name}'")]
+    if arg in registry.nested:
+        return [] if value is None else spec_errors((), registry.nested[arg], value)
+    annotation = registry.hints(name).get(arg, Any)
+    msg = value_problem(value, annotation) or _type_error(annotation, value)
+    return [((), msg)] if msg else []
+
+
+@functools.cache
 def _adapter(annotation: Any) -> TypeAdapter | None:
     try:
-        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True, allow_inf_nan=False))
     except Exception:  # noqa: BLE001 - e.g. annotations pydantic can't express
         return None
 
 
 def _type_error(annotation: Any, value: Any) -> str | None:
-    adapter = _adapter(annotation)
+    adapter = None if annotation is Any else _adapter(annotation)
     if adapter is None:
         return None
     try:
@@ -90,7 +125,7 @@ def _type_error(annotation: Any, value: Any) -> str | None:
         # A union (`degrees: 10` or `degrees: [-5, 10]`) fails in every branch; the branch of the
         # value's own shape says what is wrong with it, not "Input should be a valid number".
         error = min(exc.errors(), key=_error_rank)
-        return f"{error['msg'].removeprefix('Value error, ')} (got {value!r})"
+        return f"{error['msg'].removeprefix('Value error, ')} (got {shorten(value)})"
     return None
 
 
@@ -105,83 +140,10 @@ def _error_rank(error: Any) -> int:
     return 1 if kind in ("too_long", "too_short") else 0
 
 
-def spec_errors(key: Key, registry: Registry, spec: Any) -> list[tuple[Key, str]]:
-    """Problems of one component `spec` at config `key`; [] when it can be built."""
-    if isinstance(spec, str) and registry in _NESTED.values():
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        return []  # the schema reports the shape
-    name = spec["name"]
-    if name not in registry:
-        return [(key + ("name",), registry.unknown_message(name))]
-    params = registry.parameters(name)
-    hints = _hints(registry, name)
-    errors: list[tuple[Key, str]] = []
-    for arg, value in spec.items():
-        if arg == "name":
-            continue
-        if registry is MODELS and arg == "init_from":
-            errors += _init_from_errors(key + (arg,), value)
-        elif arg not in params:
-            errors.append((key + (arg,), _unknown_key(arg, list(params)) + f" for {registry.kind} '{name}'"))
-        elif registry is MODELS and arg in _NESTED:
-            if value is not None:
-                errors += spec_errors(key + (arg,), _NESTED[arg], value)
-        elif registry is OPTIMIZERS and arg == "lr" and value == "auto":
-            continue  # chosen by an LR range test before training (experiment.build_parts)
-        elif arg in _NON_NEGATIVE and isinstance(value, (int, float)) and value < 0:
-            errors.append((key + (arg,), f"must be >= 0 (got {value!r})"))
-        elif arg in hints and (msg := _type_error(hints[arg], value)):
-            errors.append((key + (arg,), msg))
-    for arg, p in params.items():
-        required = p.default is p.empty and not (registry is MODELS and arg in INFERRED)
-        if required and arg not in spec:
-            errors.append((key + (arg,), f"missing: {registry.kind} '{name}' needs it"))
-    if not errors:
-        errors += _dry_build(key, registry, spec)
-    return errors
-
-
-def _init_from_errors(key: Key, value: Any) -> list[tuple[Key, str]]:
-    """`model.init_from` ({checkpoint, component, freeze}), allowed for every model."""
-    if value is None:
-        return []
+def _dry_build(key: Key, registry: Registry, spec: dict[str, Any]) -> Problems:
+    """Runs the registry's dry build so the builder's own argument checks run before any data loads."""
     try:
-        InitFrom.model_validate(value)
-    except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if err["type"] == "extra_forbidden":
-                msg = _unknown_key(str(loc[-1]), list(InitFrom.model_fields))
-            else:
-                msg = err["msg"]
-            errors.append((key + loc, msg))
-        return errors
+        registry.dry_build(spec)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        return [(key, f"{registry.kind} '{spec['name']}' rejects these arguments: {quote(str(exc), 200)}")]
     return []
-
-
-def _dry_build(key: Key, registry: Registry, spec: dict[str, Any]) -> list[tuple[Key, str]]:
-    """Builds cheap components once so torch's own argument checks run before any data loads."""
-    try:
-        if registry is OPTIMIZERS or registry is SCHEDULERS:
-            weight = torch.nn.Parameter(torch.zeros(2, 2))
-            if registry is OPTIMIZERS:
-                concrete = {**spec, "lr": 1e-3} if spec.get("lr") == "auto" else spec
-                OPTIMIZERS.build(concrete, params=[weight])
-            else:
-                optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
-                SCHEDULERS.build(spec, optimizer=optimizer, steps_per_epoch=10, epochs=2)
-        elif registry is LOSSES:
-            LOSSES.build(spec)
-    except (ValueError, TypeError, KeyError) as exc:
-        return [(key, f"{registry.kind} '{spec['name']}' rejects these arguments: {exc}")]
-    return []
-
-
-def component_errors(raw: dict[str, Any]) -> list[tuple[Key, str]]:
-    """Problems of every component of a raw config mapping."""
-    errors: list[tuple[Key, str]] = []
-    for key, registry, spec in _components(raw):
-        errors += spec_errors(key, registry, spec)
-    return errors

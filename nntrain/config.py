@@ -1,31 +1,111 @@
-"""The config schema (pydantic), YAML loading with line numbers, and `--set` overrides.
+"""The config schema (pydantic): every section, its keys, their types and ranges.
 
-Every error names the file and line, the dotted key, what is wrong and what is allowed,
-and all errors of a config are reported together.
+Values are checked as training would use them: numbers finite, booleans only where a switch goes,
+integers within what torch takes. Reading YAML and `--set` overrides is in config_file.py; checking
+components against the registries, and `load_config`, are in validate.py (above the registries).
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import hashlib
 import json
 import math
+import os
 import re
 import typing
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from nntrain.errors import ConfigError
+from nntrain import metrics
+from nntrain.config_file import Source
+from nntrain.errors import Key, NntrainError, shorten, unknown
 
-Key = tuple[Union[str, int], ...]
+INT_RANGE = (-(2**63), 2**63 - 1)  # what torch takes as an integer argument
+SEED_RANGE = (0, 2**32 - 1)  # numpy's seeding; torch's generators take it as is
+MAX_THREADS = 1024
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def bool_as_number(annotation: Any) -> bool:
+    """Whether pydantic would read `true`/`false` as 1/0 in `annotation`: a number goes there, and
+    no boolean (a bool, or a Literal of one) does."""
+    return _mentions(annotation, lambda a: a in (int, float)) and not _mentions(
+        annotation, lambda a: a is bool or isinstance(a, bool)
+    )
+
+
+def _mentions(annotation: Any, test: typing.Callable[[Any], bool]) -> bool:
+    if test(annotation):
+        return True
+    return any(_mentions(a, test) for a in typing.get_args(annotation))
+
+
+def value_problem(value: Any, annotation: Any = Any) -> str | None:
+    """What training would trip on in a number anywhere inside `value`: a non-finite float, an
+    integer torch can't take, or a boolean where `annotation` wants a number; None if fine."""
+    stack, seen = [value], 0
+    while stack and seen < 100_000:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, bool):
+            if bool_as_number(annotation):
+                return f"expected a number, not a boolean (got {str(item).lower()})"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"must be a finite number (got {item})"
+        elif isinstance(item, int) and not INT_RANGE[0] <= item <= INT_RANGE[1]:
+            return f"must be an integer in [-2**63, 2**63 - 1] (got {shorten(item)})"
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return None
+
+
+class _Checked(BaseModel):
+    """Checks every field's value with `value_problem` before pydantic's own checks, and that an
+    integer stays one torch can take after them."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _trainable(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        annotation = field.annotation if field is not None else Any
+        problem = None if _has_model(annotation) else value_problem(value, annotation)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _in_range(cls, value: Any) -> Any:
+        # `batch_size: 1e30` passes as a float and becomes an integer torch can't take
+        if isinstance(value, int) and not isinstance(value, bool) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ValueError(f"must be an integer in [-2**63, 2**63 - 1] (got {shorten(value)})")
+        return value
+
+
+def _has_model(annotation: Any) -> bool:
+    """Whether a schema section is inside `annotation` (it checks its own fields)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_has_model(a) for a in typing.get_args(annotation))
+
+
+class _Strict(_Checked):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Component(BaseModel):
@@ -41,13 +121,20 @@ class DataConfig(_Strict):
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(1000, gt=0)
     shuffle: bool = True
-    normalize: Optional[Component] = None
+    normalize: Component | None = None
     augment: list[Component] = []
-    task: Optional[Literal["reconstruction"]] = None  # reconstruction: the target is the input (autoencoders)
+    task: Literal["reconstruction"] | None = None  # reconstruction: the target is the input (autoencoders)
     # Keep the tensors in GPU memory (true), on the host with each batch staged through a pinned
     # buffer and copied without blocking (false), or decide by their size against the GPU's free
     # memory (auto). Moot off CUDA.
     on_device: Literal["auto", True, False] = "auto"
+    # Imbalanced classes (issue 15). `balanced`: each epoch draws the training samples with
+    # replacement, with probability inversely proportional to their class's frequency (epoch length
+    # unchanged; the order a function of seed and epoch, like shuffling).
+    sampler: Literal["balanced"] | None = None
+    # Keep only this fraction of the training samples of the named classes (by name or index),
+    # drawn with the seed: `{"3": 0.05}` makes a rare class. Validation and test splits are untouched.
+    class_fraction: dict[str, typing.Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
 
 
 class RegularizationConfig(_Strict):
@@ -57,38 +144,19 @@ class RegularizationConfig(_Strict):
 
 
 class GradClip(_Strict):
-    norm: Optional[float] = Field(None, gt=0.0)
-    value: Optional[float] = Field(None, gt=0.0)
+    norm: float | None = Field(None, gt=0.0)
+    value: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
-    def _one_of(self) -> "GradClip":
+    def _one_of(self) -> GradClip:
         if (self.norm is None) == (self.value is None):
             raise ValueError("give exactly one of 'norm' (global L2 norm) or 'value' (per element)")
         return self
 
 
-Mode = Optional[Literal["min", "max"]]
+Mode = Literal["min", "max"] | None
 
-# Metrics the trainer records; `monitor` keys must name one.
-METRICS = ("train/loss", "val/loss", "val/acc", "val/mse", "val/rmse", "val/mae")
-
-# The metrics `evaluate()` reports for each task (DataInfo.task), besides the losses.
-TASK_METRICS = {
-    "classification": ("val/acc",),
-    "regression": ("val/mse", "val/rmse", "val/mae"),
-    "reconstruction": ("val/mse",),
-}
-
-
-def _known_metric(name: str) -> str:
-    if name not in METRICS:
-        close = difflib.get_close_matches(name, METRICS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown metric '{name}'{hint} (choices: {', '.join(METRICS)})")
-    return name
-
-
-Monitor = typing.Annotated[str, AfterValidator(_known_metric)]
+Monitor = typing.Annotated[str, AfterValidator(metrics.check_monitor)]  # a key metrics.monitorable() lists
 
 
 class EarlyStoppingConfig(_Strict):
@@ -103,8 +171,25 @@ class CheckpointConfig(_Strict):
     monitor: Monitor = "val/loss"
     mode: Mode = None
     every_n_epochs: int = Field(1, ge=1)  # last.pt after every N epochs (and after the final one)
-    every_n_steps: Optional[int] = Field(None, ge=1)  # also last.pt every N optimizer updates
+    every_n_steps: int | None = Field(None, ge=1)  # also last.pt every N optimizer updates
     keep_top_k: int = Field(0, ge=0)  # also keep the k best epochs as epoch-<E>.pt
+
+
+class EmaConfig(_Strict):
+    """`train.ema`: validation, checkpoints' `model`, eval, predict and export use the averaged weights."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0)  # avg = decay * avg + (1 - decay) * weights
+    every_n_steps: int = Field(1, ge=1)  # average after every N optimizer updates
+
+
+class SwaConfig(_Strict):
+    """`train.swa`: from epoch `start_epoch` (1-based) the LR follows torch's SWALR towards `lr` (the
+    config's scheduler stops there) and the weights are averaged at the end of every epoch."""
+
+    start_epoch: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    anneal_epochs: int = Field(0, ge=0)  # epochs SWALR takes to move the LR to `lr` (0: at once)
+    anneal_strategy: Literal["cos", "linear"] = "cos"
 
 
 class TrainConfig(_Strict):
@@ -113,22 +198,36 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the model (checkpoints still hold plain weights)
     # NHWC memory layout for image batches on CUDA; null (the default) uses it wherever it applies.
-    channels_last: Optional[bool] = None
+    channels_last: bool | None = None
     accumulate: int = Field(1, ge=1)
-    grad_clip: Optional[GradClip] = None
-    early_stopping: Optional[EarlyStoppingConfig] = None
+    grad_clip: GradClip | None = None
+    early_stopping: EarlyStoppingConfig | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     test_at_end: bool = True  # evaluate the best checkpoint on the test split after training
     on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss stops the run, or its update is skipped
     deterministic: bool = False  # torch's deterministic algorithms (slower on CUDA)
-    threads: Optional[int] = Field(None, ge=1)  # CPU threads; default: OMP_NUM_THREADS, else torch's
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # CPU threads; default: OMP_NUM_THREADS, else torch's
+    ema: EmaConfig | None = None  # an exponential moving average of the weights (issue 15)
+    swa: SwaConfig | None = None  # stochastic weight averaging (issue 15)
+
+
+def _metric_name(name: str) -> str:
+    """A metric name (`f1_macro`; `val/f1_macro` is taken too), else ValueError with the closest one."""
+    bare = name.removeprefix("val/")
+    if bare not in metrics.names():
+        raise ValueError(unknown("metric", name, metrics.names()))
+    return bare
 
 
 class LogConfig(_Strict):
-    dir: str = "runs"
+    dir: typing.Annotated[str, AfterValidator(os.path.expanduser)] = "runs"  # `~/runs` is the home folder's
     tensorboard: bool = True
     every_n_steps: int = Field(50, gt=0)
-    histograms_every_n_steps: Optional[int] = Field(None, gt=0)  # weight/grad histograms (costly)
+    histograms_every_n_steps: int | None = Field(None, gt=0)  # weight/grad histograms (costly)
+    report: bool = True  # <run>/report/: report.html, report.json and figures after the test (nntrain report)
+    # Metrics computed on the validation split each epoch besides the task's defaults (costly ones
+    # such as f1_macro are computed only when listed here or named by a monitor).
+    metrics: list[typing.Annotated[str, AfterValidator(_metric_name)]] = []
 
 
 _PARAM_KEYS = {
@@ -139,7 +238,7 @@ _PARAM_KEYS = {
 }
 
 
-class SweepParam(BaseModel):
+class SweepParam(_Checked):
     """One searched key: `{type: loguniform|uniform|int|choice, ...}`; a plain list is a choice.
 
     loguniform: low, high (low > 0), sampled on a log scale. uniform: low, high, optional `step`
@@ -147,13 +246,14 @@ class SweepParam(BaseModel):
     any YAML values (a list for `model.hidden`, a mapping for a whole section).
     """
 
-    model_config = ConfigDict(extra="allow")  # which keys are allowed depends on `type`: checked below
+    # which keys are allowed depends on `type`: checked below
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     type: str
-    low: Optional[float] = None
-    high: Optional[float] = None
-    step: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
     log: bool = False
-    values: Optional[list[Any]] = None
+    values: list[Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -170,16 +270,14 @@ class SweepParam(BaseModel):
             hint = "; searched keys are written dotted, e.g. optimizer.lr: {type: loguniform, ...}" if nested else ""
             raise ValueError(f"missing 'type' (choices: {', '.join(_PARAM_KEYS)}){hint}")
         if kind not in _PARAM_KEYS:
-            close = difflib.get_close_matches(str(kind), _PARAM_KEYS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"unknown type '{kind}'{hint} (choices: {', '.join(_PARAM_KEYS)})")
+            raise ValueError(unknown("type", kind, _PARAM_KEYS))
         for key in data:
             if key not in _PARAM_KEYS[kind]:
-                raise ValueError(f"{_unknown_key(str(key), list(_PARAM_KEYS[kind]))} for type {kind}")
+                raise ValueError(f"{unknown('key', key, _PARAM_KEYS[kind], 'allowed')} for type {kind}")
         return data
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SweepParam":
+    def _ranges(self) -> SweepParam:
         if self.type == "choice":
             if not self.values:
                 raise ValueError("choice needs a non-empty list 'values'")
@@ -220,27 +318,27 @@ class SweepConfig(_Strict):
     """
 
     metric: Monitor
-    direction: Optional[Literal["maximize", "minimize"]] = None  # None: maximize accuracies, minimize the rest
+    direction: Literal["maximize", "minimize"] | None = None  # None: maximize accuracies, minimize the rest
     sampler: Literal["grid", "random", "tpe"] = "tpe"
     pruner: Literal["hyperband", "median", "none"] = "hyperband"
-    trials: Optional[int] = Field(None, gt=0)  # None: 20, or every point of the grid for the grid sampler
+    trials: int | None = Field(None, gt=0)  # None: 20, or every point of the grid for the grid sampler
     min_epochs: int = Field(1, ge=1)  # epochs every trial runs before the pruner may stop it
-    seed: Optional[int] = None  # the sampler's seed; None: the config's seed
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])  # the sampler's; None: the config's
     params: dict[str, SweepParam] = Field(min_length=1)  # dotted config key -> distribution
 
 
 class Config(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
-    seed: int = 0
+    seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])  # python, numpy and torch generators
     data: DataConfig
     model: Component
     loss: Component = Component(name="cross_entropy")
     optimizer: Component = Component(name="adam", lr=1e-3)
-    scheduler: Optional[Component] = None
+    scheduler: Component | None = None
     regularization: RegularizationConfig = RegularizationConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
-    sweep: Optional[SweepConfig] = None  # `nntrain sweep` only
+    sweep: SweepConfig | None = None  # `nntrain sweep` only
 
     def to_dict(self) -> dict[str, Any]:
         """The trained config: without `sweep` (how to search, not what a run trains), so run folders,
@@ -251,173 +349,43 @@ class Config(_Strict):
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def locate(self, message: str) -> str:
-        """Prefixes `file:line` to a message that starts with a dotted key (`data.dataset.path: ...`),
-        for errors found while building, after validation."""
-        match = re.match(r"([A-Za-z_][\w]*(?:\.\w+)*)(?: \([^)]*\))?: ", message)  # `key: ` or `key (what): `
-        # Only a key of the config: a message may also start with a data file's name (`a.csv: ...`).
-        if match is None or self._source is None or match.group(1).split(".")[0] not in type(self).model_fields:
-            return message
-        key = tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
-        return f"{self._source.where(key)} {message}"
+    def where(self, key: Key) -> str:
+        """Where `key` was written: `file:line`, `--set ...`, or the config's origin."""
+        return self._source.where(key) if self._source is not None else ""
 
-    _source: Optional["_Source"] = PrivateAttr(default=None)
+    def locate(self, exc: NntrainError) -> NntrainError:
+        """Attaches to an error found while building (it carries its key) the place of its key;
+        returns the error."""
+        if self._source is None:
+            return exc
+        if exc.key is None and exc.where is None:
+            key = _legacy_key(exc.message)
+            exc.where = None if key is None else self.where(key)
+        return exc.locate(self.where)
+
+    def locate_text(self, text: str) -> str:
+        """`text` (`key: message`, e.g. a warning) with the place of its key in front."""
+        key = _legacy_key(text)
+        return text if key is None or self._source is None else f"{self.where(key)} {text}"
+
+    def with_source(self, source: Source) -> Config:
+        """Remembers where each key came from (for `where` and `locate`); returns self."""
+        self._source = source
+        return self
+
+    _source: Source | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:  # the content; not where it was read from
         return isinstance(other, Config) and self.model_dump() == other.model_dump()
 
 
-def monitor_mode(monitor: str, mode: Optional[str]) -> str:
-    """The explicit mode, else 'max' for accuracies and 'min' for losses."""
-    return mode or ("max" if monitor.endswith("acc") else "min")
-
-
-# ---------------------------------------------------------------- loading
-
-
-class _Source:
-    """Where each key of the raw config came from: a YAML line or a `--set` override."""
-
-    def __init__(self, path: str, lines: dict[Key, int]):
-        self.path, self.lines = path, lines
-        self.overrides: dict[Key, str] = {}
-
-    def where(self, key: Key) -> str:
-        for i in range(len(key), -1, -1):
-            if key[:i] in self.overrides:
-                return f"--set {self.overrides[key[:i]]}"
-        if key not in self.lines:
-            # A section the file lacks, created by a deeper override (`--set trian.epochs=3`).
-            created = [text for k, text in self.overrides.items() if k[: len(key)] == key]
-            if created:
-                return f"--set {created[-1]}"
-        for i in range(len(key), -1, -1):
-            if key[:i] in self.lines:
-                return f"{self.path}:{self.lines[key[:i]]}"
-        return self.path
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader reading `1e-3` as a number, as YAML 1.2 does (YAML 1.1 wants `1.0e-3`,
-    and a string `lr: '1e-3'` would pass validation and then fail inside torch)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
-def _safe_load(text: str) -> Any:
-    """One YAML document through `_Loader`, a SafeLoader: tags that build Python objects are refused."""
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-def _dotted(key: Key) -> str:
-    return ".".join(str(k) for k in key) or "<top level>"
-
-
-def _line_map(node: yaml.Node, key: Key, lines: dict[Key, int], errors: list[str], path: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k_node, v_node in node.value:
-            k = k_node.value
-            if k in seen:
-                errors.append(f"{path}:{k_node.start_mark.line + 1} {_dotted(key + (k,))}: duplicate key")
-            seen.add(k)
-            lines[key + (k,)] = k_node.start_mark.line + 1
-            _line_map(v_node, key + (k,), lines, errors, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[key + (i,)] = item.start_mark.line + 1
-            _line_map(item, key + (i,), lines, errors, path)
-
-
-def _read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-        raw = _safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        problem = (exc.problem or str(exc)).strip()
-        if "python/" in problem or "could not determine a constructor" in problem:
-            problem += " (only plain YAML is allowed: tags that build Python objects are refused)"
-        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if raw is None:
-        raise ConfigError(f"{path}: the config is empty; it needs at least 'name', 'data' and 'model'")
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}:1: the config must be a mapping of sections (name, data, model, ...), "
-            f"not a {type(raw).__name__}"
-        )
-    lines: dict[Key, int] = {}
-    errors: list[str] = []
-    _line_map(node, (), lines, errors, str(path))
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return raw, _Source(str(path), lines)
-
-
-def parse_override(text: str) -> tuple[Key, Any]:
-    """`a.b=value` -> (('a', 'b'), YAML-parsed value)."""
-    key, sep, value = text.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(p.isidentifier() or p.isdigit() for p in parts):
-        raise ConfigError(
-            f"--set {text}: expected KEY=VALUE with a dotted key, e.g. --set optimizer.lr=0.01"
-        )
-    try:
-        parsed = _safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from None
-    return tuple(int(p) if p.isdigit() else p for p in parts), parsed
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str], source: Optional[_Source] = None) -> dict[str, Any]:
-    """Applies `--set` overrides to a copy of `raw`; a mapping replaces the whole section."""
-    raw = copy.deepcopy(raw)
-    for text in overrides:
-        key, value = parse_override(text)
-        set_key(raw, key, value, f"--set {text}")
-        if source is not None:
-            source.overrides[key] = text
-    return raw
-
-
-def set_key(raw: dict[str, Any], key: Key, value: Any, where: str) -> None:
-    """Sets a dotted key in place: a missing section is created, a value replaces a whole section.
-
-    `where` names the origin (e.g. `--set a.b=1`) in the error raised for a path that can't exist.
-    """
-    node: Any = raw
-    for i, part in enumerate(key[:-1]):
-        if isinstance(node, list):
-            nxt = node[part] if isinstance(part, int) and part < len(node) else None
-            if nxt is None:
-                raise ConfigError(f"{where}: '{_dotted(key[:i])}' has {len(node)} items")
-        else:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-        if not isinstance(nxt, (dict, list)):
-            raise ConfigError(f"{where}: '{_dotted(key[: i + 1])}' is not a section")
-        node = nxt
-    last = key[-1]
-    if isinstance(node, list) and (not isinstance(last, int) or last >= len(node)):
-        raise ConfigError(f"{where}: '{_dotted(key[:-1])}' has {len(node)} items")
-    node[last] = value
+def _legacy_key(message: str) -> Key | None:
+    """TRANSITIONAL, for messages that still start with their key (`data.dataset.path: ...`)
+    instead of passing `key=` (nntrain/data raises them so until it moves over): that key."""
+    match = re.match(r"([A-Za-z_]\w*(?:\.\w+)*)(?: \([^)]*\))?: ", message)
+    if match is None or match.group(1).split(".")[0] not in Config.model_fields:
+        return None  # not a key of the config: a message may start with a file's name (`a.csv: ...`)
+    return tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
 
 
 def _fields_at(loc: Key) -> list[str]:
@@ -443,63 +411,29 @@ def _fields_at(loc: Key) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-def _unknown_key(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown key '{name}'{hint} (allowed: {', '.join(choices)})"
+def unknown_key(name: Any, choices: list[str]) -> str:
+    """`unknown key 'x'; did you mean 'y'? (allowed: ...)`."""
+    return unknown("key", name, choices, "allowed")
 
 
-def _schema_errors(exc: ValidationError, source: _Source) -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        if err["type"] == "extra_forbidden":
-            msg = _unknown_key(str(loc[-1]), _fields_at(loc[:-1]))
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] != "missing" and not isinstance(err.get("input"), dict):
-                msg += f" (got {err.get('input')!r})"
-        out.append(f"{source.where(loc)} {_dotted(loc)}: {msg}")
-    return out
-
-
-def validate(raw: dict[str, Any], source: Optional[_Source] = None) -> Config:
-    """Validates a raw mapping: schema first, then every component against its registry."""
-    from nntrain.components import component_errors
-
-    source = source or _Source("<config>", {})
-    errors: list[str] = []
-    cfg = None
+def check_schema(raw: dict[str, Any]) -> tuple[Config | None, list[tuple[Key, str]]]:
+    """The config, or None, and the schema's problems as (dotted key, message)."""
     try:
-        cfg = Config.model_validate(raw)
+        return Config.model_validate(raw), []
     except ValidationError as exc:
-        errors += _schema_errors(exc, source)
-    errors += [f"{source.where(key)} {_dotted(key)}: {msg}" for key, msg in component_errors(raw)]
-    if errors:
-        # One line per problem, each once, in file order (overrides and file-level problems last).
-        def line(error: str) -> float:
-            where = error.split(" ", 1)[0]
-            number = where.rsplit(":", 1)[-1]
-            return int(number) if where.startswith(source.path + ":") and number.isdigit() else math.inf
-
-        raise ConfigError("\n".join(sorted(dict.fromkeys(errors), key=line)))
-    assert cfg is not None
-    cfg._source = source
-    return cfg
+        return None, [_problem(err) for err in exc.errors()]
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Reads, overrides and validates a YAML config file."""
-    raw, source = _read_yaml(Path(path))
-    raw = apply_overrides(raw, list(overrides), source)
-    return validate(raw, source)
-
-
-def config_from_dict(raw: dict[str, Any], overrides: list[str] = (), where: str = "<checkpoint>") -> Config:
-    """Validates a config stored in a checkpoint, with optional `--set` overrides."""
-    source = _Source(where, {})
-    return validate(apply_overrides(raw, list(overrides), source), source)
+def _problem(err: Any) -> tuple[Key, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    if err["type"] == "extra_forbidden":
+        return loc, unknown_key(loc[-1], _fields_at(loc[:-1]))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] != "missing" and "(got " not in msg and not isinstance(err.get("input"), dict):
+        msg += f" (got {shorten(err.get('input'))})"
+    return loc, msg
 
 
 def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (without `sweep`), as run folders store it."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

@@ -28,11 +28,11 @@ def resolve_device(name: str) -> torch.device:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= count:
             raise ConfigError(
-                f"train.device: '{name}' is not available (this machine has {count} CUDA devices); "
-                f"use auto or cpu"
+                f"'{name}' is not available (this machine has {count} CUDA devices); use auto or cpu",
+                key=("train", "device"),
             )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("train.device: 'mps' is not available on this machine; use auto or cpu")
+        raise ConfigError("'mps' is not available on this machine; use auto or cpu", key=("train", "device"))
     return torch.device(name)
 
 

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from nntrain.losses import penalized_parameters
+from nntrain.losses import NonNegative, penalized_parameters
 from nntrain.registries import OPTIMIZERS
 
-
+# torch's annotations say `float`; these are the ranges its constructors enforce.
+_BOUNDS = {
+    **{k: NonNegative for k in ("lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "lr_decay",
+                                "initial_accumulator_value")},
+    "betas": tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]],
+    "rho": Annotated[float, Field(ge=0.0, le=1.0)],
+}
 _INTERNAL = ("capturable", "differentiable")  # torch internals, not training choices
-OPTIMIZERS.register("sgd", _INTERNAL, "SGD; momentum and nesterov for the heavy-ball and Nesterov variants")(
-    torch.optim.SGD
-)
-OPTIMIZERS.register("adam", _INTERNAL, "Adam (Kingma & Ba); amsgrad for AMSGrad")(torch.optim.Adam)
-OPTIMIZERS.register("adamw", _INTERNAL, "Adam with decoupled weight decay (Loshchilov & Hutter)")(torch.optim.AdamW)
-OPTIMIZERS.register("rmsprop", _INTERNAL, "RMSProp (Hinton): divides by a running RMS of gradients")(
-    torch.optim.RMSprop
-)
-OPTIMIZERS.register("adagrad", _INTERNAL, "Adagrad (Duchi et al.): per-parameter LR from summed squares")(
-    torch.optim.Adagrad
-)
-OPTIMIZERS.register("adadelta", _INTERNAL, "Adadelta (Zeiler): LR-free running-average updates")(
-    torch.optim.Adadelta
+
+
+def _register(name: str, note: str, cls: type) -> None:
+    OPTIMIZERS.register(name, _INTERNAL, note, _BOUNDS)(cls)
+
+
+_register("sgd", "SGD; momentum and nesterov for the heavy-ball and Nesterov variants", torch.optim.SGD)
+_register("adam", "Adam (Kingma & Ba); amsgrad for AMSGrad", torch.optim.Adam)
+_register("adamw", "Adam with decoupled weight decay (Loshchilov & Hutter)", torch.optim.AdamW)
+_register("rmsprop", "RMSProp (Hinton): divides by a running RMS of gradients", torch.optim.RMSprop)
+_register("adagrad", "Adagrad (Duchi et al.): per-parameter LR from summed squares", torch.optim.Adagrad)
+_register("adadelta", "Adadelta (Zeiler): LR-free running-average updates", torch.optim.Adadelta)
+
+
+OPTIMIZERS.set_checks(
+    # torch checks its ranges when it builds: on a throwaway parameter, before any data loads
+    dry_build=lambda spec: OPTIMIZERS.build(spec, params=[torch.nn.Parameter(torch.zeros(2, 2))]),
+    stand_ins={"lr": ("auto", 1e-3)},  # `lr: auto`: chosen by an LR range test before training
 )
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from nntrain.registry import Registry
 
-MODELS = Registry("model")
+ACTIVATIONS = Registry("activation", bare_name=True)  # `activation: relu` or `{name: leaky_relu, ...}`
+INITS = Registry("init", bare_name=True)
+MODELS = Registry("model", nested={"activation": ACTIVATIONS, "init": INITS})
 DATASETS = Registry("dataset")
 LOSSES = Registry("loss")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
 AUGMENTATIONS = Registry("augmentation")
 NORMALIZERS = Registry("normalizer")
-ACTIVATIONS = Registry("activation")
-INITS = Registry("init")
 
 # Registries by the KIND argument of `nntrain list`.
 REGISTRIES: dict[str, Registry] = {

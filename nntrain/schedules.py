@@ -14,8 +14,9 @@ from typing import Annotated, Any, Callable, Literal, Optional
 import torch
 from pydantic import Field
 
-from nntrain.config import METRICS, Monitor, monitor_mode
+from nntrain.config import Monitor
 from nntrain.errors import CheckpointError, ConfigError, RunError
+from nntrain.metrics import monitor_mode, monitorable
 from nntrain.registries import SCHEDULERS
 
 
@@ -150,6 +151,11 @@ class Schedule:
             elif key == "momentum":
                 group["momentum"] = momentum
 
+    def seek(self, updates: int) -> None:
+        """Continues from update `updates` (a resume with another number of updates per epoch)."""
+        self.updates = updates
+        self._apply()
+
     def after_update(self) -> None:
         """Called after every optimizer update (not every batch: accumulation never stretches it)."""
         self.updates += 1
@@ -163,8 +169,8 @@ class Schedule:
             if self.plateau is not None:
                 if self.plateau.monitor not in metrics:
                     raise RunError(
-                        f"scheduler.monitor: '{self.plateau.monitor}' is not recorded by this run "
-                        f"(recorded: {', '.join(sorted(metrics))})"
+                        f"'{self.plateau.monitor}' is not recorded by this run "
+                        f"(recorded: {', '.join(sorted(metrics))})", key=("scheduler", "monitor")
                     )
                 if self.plateau.step(float(metrics[self.plateau.monitor])):
                     self.plateau_lrs = [self.plateau.reduce(lr) for lr in self.plateau_lrs]
@@ -424,6 +430,14 @@ def newbob(optimizer, steps_per_epoch, epochs, monitor: Monitor = "val/loss", mo
     )
 
 
+def _dry_build(spec: dict[str, Any]) -> Schedule:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2, 2))], lr=0.1, momentum=0.9)
+    return SCHEDULERS.build(spec, optimizer=optimizer, steps_per_epoch=10, epochs=2)
+
+
+SCHEDULERS.set_checks(dry_build=_dry_build)
+
+
 def build_schedule(
     spec: Optional[dict[str, Any]], optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
 ) -> Optional[Schedule]:
@@ -434,9 +448,9 @@ def build_schedule(
     total = steps_per_epoch * epochs
     if schedule.warmup.steps > total:
         raise ConfigError(
-            f"scheduler: the warmup ({schedule.warmup.steps} optimizer updates) is longer than the run "
+            f"the warmup ({schedule.warmup.steps} optimizer updates) is longer than the run "
             f"({total} updates = {epochs} epochs x {steps_per_epoch} updates per epoch); "
-            f"shorten warmup_steps/warmup_epochs or train longer"
+            f"shorten warmup_steps/warmup_epochs or train longer", key=("scheduler",)
         )
     return schedule
 
@@ -456,7 +470,7 @@ def preview_schedule(
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = OPTIMIZERS.build(optimizer_spec, params=[weight])
     schedule = build_schedule(spec, optimizer, steps_per_epoch, epochs)
-    flat = dict.fromkeys(METRICS, 1.0)
+    flat = dict.fromkeys(monitorable(), 1.0)
     rows = []
     for epoch in range(epochs):
         for _ in range(steps_per_epoch):

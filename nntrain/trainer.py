@@ -1,107 +1,120 @@
-"""The training loop: `fit()` -> `train_epoch()` -> `train_step()`, plus `evaluate()`."""
+"""The training loop: `fit()` -> `train_epoch()` -> `update()`, plus `evaluate()`.
+
+The Trainer is handed built pieces (nntrain.build makes them from a config) and a small
+`TrainSettings`; it owns the loop state (`epoch`, `step`, `should_stop`) and nothing else.
+`update()` is the one place an optimizer update happens: `fit`, lr-find and `check` all use it.
+"""
 
 from __future__ import annotations
 
 import math
 import signal
 import time
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from nntrain import distributed
-from nntrain.callbacks import Callback
+from nntrain.averaging import Averaging
+from nntrain.callbacks import Callback, callback_keys
 from nntrain.checkpoint import FORMAT, rng_state, set_rng_state
-from nntrain.config import Config
-from nntrain.data.augment import random_augmentations
-from nntrain.data.loaders import Data, TensorLoader
-from nntrain.data.transforms import AUGMENTATIONS
-from nntrain.device import autocast
-from nntrain.errors import ConfigError, RunError
-from nntrain.evaluate import evaluate
-from nntrain.losses import penalized_parameters, penalty
+from nntrain.data.loaders import TensorLoader
+from nntrain.errors import RunError
+from nntrain.losses import penalty
 from nntrain.schedules import Schedule
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TrainSettings:
+    """What the loop needs to know of the config (`train`, `log` and `regularization` sections)."""
+
+    epochs: int
+    accumulate: int = 1
+    grad_clip: Any = None  # an object with `.norm` or `.value` (config.GradClip), or None
+    skip_nan: bool = False  # train.on_nan: skip
+    every_n_steps: int = 50  # log interval in optimizer updates
+    l1: float = 0.0
+    l2: float = 0.0
+    channels_last: bool = False  # already resolved for this device and data
 
 
 class Trainer:
-    """Owns the loop state (`epoch`, `step`, `should_stop`) and runs training and evaluation.
+    """Runs training and evaluation on built pieces.
 
     Args:
-        cfg: the validated config.
-        model, loss_fn, optimizer, schedule: built components (`schedule` may be None).
-        data: the splits, already on `device`.
+        model: the unwrapped module (its weights are what checkpoints hold).
+        loss_fn, optimizer, schedule: built components (`schedule` may be None).
+        train_loader: yields this rank's training batches; it owns the number of batches per epoch.
+        evaluate: `evaluate(split) -> metrics`, the task's metrics on a split.
+        settings: the loop's settings.
         device: where training runs.
+        forward: what computes outputs: `model`, or it wrapped in DDP and/or `torch.compile`.
+        ddp: the DistributedDataParallel wrapper under torchrun (gradient sync control), or None.
+        autocast: the mixed-precision context for forward passes.
+        scaler: the fp16 GradScaler (disabled for other precisions).
+        augment: batch augmentations for training, applied in order.
+        aug_generator: the generator the augmentations draw from (saved in checkpoints).
+        penalty_params: the parameters the L1/L2 penalties apply to.
         callbacks: called at fit start, batch end, update end, log intervals, epoch end and fit end.
-        meta: extra entries for checkpoints (data info, normalizer state, provenance).
+        meta: extra entries for checkpoints (config, data info, normalizer state, provenance).
+        averaging: averaged weights (`train.ema` / `train.swa`), or None; see `eval_model`.
     """
 
     def __init__(
         self,
-        cfg: Config,
         model: nn.Module,
         loss_fn: nn.Module,
         optimizer: torch.optim.Optimizer,
         schedule: Optional[Schedule],
-        data: Data,
+        train_loader: TensorLoader,
+        evaluate: Callable[[str], dict[str, float]],
+        settings: TrainSettings,
         device: torch.device,
+        forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        ddp: Optional[nn.Module] = None,
+        autocast: Any = None,
+        scaler: Optional[torch.amp.GradScaler] = None,
+        augment: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
+        aug_generator: Optional[torch.Generator] = None,
+        penalty_params: Sequence[torch.Tensor] = (),
         callbacks: Sequence[Callback] = (),
         meta: Optional[dict[str, Any]] = None,
+        averaging: Optional[Averaging] = None,
     ):
-        self.cfg, self.model, self.loss_fn = cfg, model, loss_fn
-        self.optimizer, self.schedule, self.data, self.device = optimizer, schedule, data, device
-        self.callbacks, self.meta = list(callbacks), meta or {}
-        self._batch_hooks, self._update_hooks = self._overriding("on_batch_end"), self._overriding("on_update")
-        train = cfg.train
-        self.epochs, self.accumulate = train.epochs, train.accumulate
-        self.skip_nan = train.on_nan == "skip"
-        if self.skip_nan and distributed.world_size() > 1:
-            # A rank that skips its backward would leave the others waiting in DDP's all-reduce.
-            raise ConfigError("train.on_nan: 'skip' works in one process only; use 'stop' with torchrun")
-        self.world = distributed.world_size()
-        self.train_loader = TensorLoader(
-            *data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed,
-            rank=distributed.rank(), world=self.world, device=device,
-        )
-        self.batches_per_epoch = len(self.train_loader)
-        self.autocast = autocast(device, train.precision)
-        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-        self.fp16 = train.precision == "fp16"
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.fp16)
-        self.grad_clip, self.every_n_steps = train.grad_clip, cfg.log.every_n_steps
-        # channels_last lets cuDNN pick its fastest convolution kernels (a no-op elsewhere).
-        self.channels_last = device.type == "cuda" and data.train[0].dim() == 4 and train.channels_last is not False
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        # DDP averages gradients across ranks in backward; `self.model` stays the unwrapped module.
-        self.ddp = None
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
+        import contextlib
 
-            self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        wrapped = self.ddp or model
-        self.forward = torch.compile(wrapped) if train.compile else wrapped
-        # Each rank draws its own augmentations (the same seed would repeat them across ranks).
-        self.aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + distributed.rank())
-        self.augment = [
-            AUGMENTATIONS.build(s, generator=self.aug_generator) for _, s in random_augmentations(cfg.data.augment)
-        ]
-        reg = cfg.regularization
-        self.l1, self.l2 = reg.l1, reg.l2
-        self.penalty_params = penalized_parameters(model, reg.include_bias_and_norm)
+        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.train_loader, self._evaluate, self.settings, self.device = train_loader, evaluate, settings, device
+        self.forward = forward or model
+        self.ddp = ddp
+        self.autocast = autocast or contextlib.nullcontext()
+        self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+        self.fp16 = self.scaler.is_enabled()  # fp16 gradients underflow without loss scaling
+        self.augment, self.penalty_params = list(augment), list(penalty_params)
+        self.aug_generator = aug_generator or torch.Generator(device=device)
+        self.callbacks, self.meta = list(callbacks), meta or {}
+        self.averaging = averaging
+        self._batch_hooks, self._update_hooks = self._overriding("on_batch_end"), self._overriding("on_update")
+        self.epochs = settings.epochs
+        self.world = distributed.world_size()
+        self.batches_per_epoch = len(train_loader)
 
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer updates done
         self.batch_in_epoch = 0  # batches of the current epoch done
         self.should_stop = False
         self.stop_reason: Optional[str] = None
-        self.restored_best = False  # early stopping's restore_best put the best weights back
         self.interrupted: Optional[int] = None  # the signal number, set by the signal handler
         self.samples_seen = 0
         self.train_time = 0.0
         self.data_time = 0.0
         self.nan_skipped = 0
         self.last_metrics: dict[str, float] = {}
+        self._penalty: Optional[torch.Tensor] = None
         self._loss_sum = torch.zeros((), device=device)  # since the last log, on the device
         self._loss_count = 0
         self._epoch_sum = torch.zeros((), device=device)
@@ -113,15 +126,21 @@ class Trainer:
         """Trains until `epochs` are done, a callback sets `should_stop`, or a signal arrives."""
         self._call("on_fit_start")
         while self.epoch < self.epochs and not self.should_stop:
+            if self.averaging is not None:
+                self.averaging.epoch_start(self.epoch, self.optimizer)  # SWA: SWALR takes over the LR
             start = time.perf_counter()
             train_loss = self.train_epoch()
             self.train_time += time.perf_counter() - start
             if self.interrupted is not None:
                 self._call("on_interrupt")
                 break
+            if self.averaging is not None:
+                self.averaging.epoch_end(self.epoch)  # SWA: average, BatchNorm statistics
             metrics = {"train/loss": train_loss, **self.evaluate("val")}
             metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-            if self.schedule is not None:
+            if self.averaging is not None and self.averaging.controls_lr:
+                self.averaging.lr_step()
+            elif self.schedule is not None:
                 self.schedule.after_epoch(metrics)
             self.epoch += 1
             self.batch_in_epoch = 0
@@ -129,42 +148,30 @@ class Trainer:
             self._call("on_epoch_end", metrics)
         self._call("on_fit_end")
 
-    def _group_weights(self) -> list[float]:
-        """Loss weight of each batch: its share of the samples in its accumulation group.
-
-        With accumulation k, one update sums k batch gradients; weighting each batch's mean loss by
-        n_i / sum(n) makes the sum equal the mean loss over the group, even for a short last group.
-        """
-        sizes = self.train_loader.batch_sizes()
-        k = self.accumulate
-        weights = []
-        for i, n in enumerate(sizes):
-            group = sizes[(i // k) * k : (i // k + 1) * k]
-            weights.append(n / sum(group))
-        return weights
-
     def train_epoch(self) -> float:
         """One pass over the rest of the current epoch; returns the epoch's mean training loss."""
         self.model.train()
-        weights = self._group_weights()
-        last = self.batches_per_epoch - 1
         batches = self.train_loader.epoch(self.epoch, start=self.batch_in_epoch)
+        k = self.settings.accumulate
+        group: list[Batch] = []
         fetched = time.perf_counter()
-        for i, (x, y) in enumerate(batches, start=self.batch_in_epoch):
+        for i, batch in enumerate(batches, start=self.batch_in_epoch):
             self.data_time += time.perf_counter() - fetched  # time spent waiting for the batch
-            update = (i + 1) % self.accumulate == 0 or i == last
-            self.train_step(x, y, weights[i], update)
-            self.batch_in_epoch = i + 1
-            for hook in self._batch_hooks:
-                hook(self)
-            if update:
+            group.append(batch)
+            # An update every `accumulate` batches, and one for a short last group.
+            if (i + 1) % k == 0 or i == self.batches_per_epoch - 1:
+                self.update(group)
+                self.batch_in_epoch = i + 1
+                group = []
+                for hook in self._batch_hooks:
+                    hook(self)
                 for hook in self._update_hooks:
                     hook(self)
                 # Stop only between updates, so a checkpoint never holds half an accumulation group.
                 if self._stop_requested():
                     return math.nan
             fetched = time.perf_counter()
-        self._flush_loss()
+        self.flush_loss()
         mean = (self._epoch_sum / max(self._epoch_count, 1)).item()
         self._epoch_sum.zero_()
         self._epoch_count = 0
@@ -177,43 +184,54 @@ class Trainer:
             self.interrupted = self.interrupted or signal.SIGTERM
         return self.interrupted is not None
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, update: bool = True) -> None:
-        """Forward and backward on one batch; an optimizer update when `update` is True."""
-        if self.ddp is not None and not update:
-            # DDP: gradients of micro-batches are only all-reduced at the update that uses them.
-            with self.ddp.no_sync():
+    def update(self, micro_batches: Sequence[Batch], log: Optional[bool] = None) -> None:
+        """One optimizer update from a group of micro-batches (gradient accumulation).
+
+        Each batch's mean loss is weighted by its share of the group's samples, so the summed
+        gradients equal the gradient of the group's mean loss, even for a short last group. Then
+        clipping (after unscaling fp16 gradients), the optimizer step and the schedule's step.
+
+        Args:
+            micro_batches: the (x, y) batches of this update.
+            log: whether this update logs (default: every `every_n_steps` updates).
+        """
+        total = sum(len(x) for x, _ in micro_batches)
+        last = len(micro_batches) - 1
+        for i, (x, y) in enumerate(micro_batches):
+            weight = len(x) / total if last else 1.0
+            if self.ddp is not None and i < last:
+                # DDP: gradients of micro-batches are only all-reduced at the update that uses them.
+                with self.ddp.no_sync():
+                    self._forward_backward(x, y, weight)
+            else:
                 self._forward_backward(x, y, weight)
-        else:
-            self._forward_backward(x, y, weight)
-        if update:
-            self._update()
+        self._step(log if log is not None else (self.step + 1) % self.settings.every_n_steps == 0)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> None:
         for augment in self.augment:
             x = augment(x)
-        if self.channels_last:
+        if self.settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        s = self.settings
         with self.autocast:
             loss = self.loss_fn(self.forward(x), y)
             total = loss
-            if self.l1 or self.l2:
-                self._penalty = penalty(self.penalty_params, self.l1, self.l2)
+            if s.l1 or s.l2:
+                self._penalty = penalty(self.penalty_params, s.l1, s.l2)
                 total = loss + self._penalty
         # on_nan: skip needs to look at the loss now: the one host sync per step it costs.
-        if self.skip_nan and not torch.isfinite(total):
+        if s.skip_nan and not torch.isfinite(total):
             self.nan_skipped += 1
-        else:
-            # Accumulation: scale so the summed gradients equal the gradient of the group's mean loss.
-            if weight != 1.0:
-                total = total * weight
-            (self.scaler.scale(total) if self.fp16 else total).backward()
-            self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
-            self._loss_count += len(x)
-            self.samples_seen += len(x)
+            return
+        if weight != 1.0:
+            total = total * weight
+        (self.scaler.scale(total) if self.fp16 else total).backward()
+        self._loss_sum.add_(loss.detach(), alpha=len(x))  # stays on the device: no host sync
+        self._loss_count += len(x)
+        self.samples_seen += len(x)
 
-    def _update(self) -> None:
-        log_now = (self.step + 1) % self.every_n_steps == 0
-        clip = self.grad_clip
+    def _step(self, log_now: bool) -> None:
+        clip = self.settings.grad_clip
         if self.fp16 and (clip is not None or log_now):
             self.scaler.unscale_(self.optimizer)  # clip and measure the true gradients, not scaled ones
         grads = self._grad_norms() if log_now else None
@@ -230,13 +248,15 @@ class Trainer:
         else:
             self.optimizer.step()
         self.step += 1
+        if self.averaging is not None:
+            self.averaging.after_update(self.step)  # EMA
         if log_now:
             self._log_step(grads)  # before zero_grad and the LR update: logs this update's LR and grads
         self.optimizer.zero_grad(set_to_none=True)
-        if self.schedule is not None:
+        if self.schedule is not None and (self.averaging is None or not self.averaging.controls_lr):
             self.schedule.after_update()
 
-    def _flush_loss(self) -> Optional[float]:
+    def flush_loss(self) -> Optional[float]:
         """Moves the interval's loss into the epoch sums; returns its mean (one host sync).
 
         Under DDP the sums of all ranks are added first, so every rank logs and decides alike.
@@ -260,7 +280,7 @@ class Trainer:
         if not math.isfinite(loss):
             raise RunError(
                 f"training loss became {loss} in epoch {self.epoch + 1}, at or before step {self.step} "
-                f"(checked every {self.cfg.log.every_n_steps} steps); the checkpoints written before "
+                f"(checked every {self.settings.every_n_steps} steps); the checkpoints written before "
                 f"are kept. Lower optimizer.lr, set train.grad_clip, or set train.on_nan: skip"
             )
 
@@ -279,7 +299,7 @@ class Trainer:
         return {"train/grad_norm": total, **grads}
 
     def _log_step(self, grads: Optional[dict[str, torch.Tensor]] = None) -> None:
-        loss = self._flush_loss()
+        loss = self.flush_loss()
         if loss is None:
             return
         self._check_finite(loss)
@@ -287,7 +307,7 @@ class Trainer:
         metrics = {"train/loss": loss, "lr": group["lr"]}
         if "momentum" in group or "betas" in group:  # cycled by onecycle
             metrics["momentum"] = group["betas"][0] if "betas" in group else group["momentum"]
-        if self.l1 or self.l2:
+        if self._penalty is not None:
             grads = {**(grads or {}), "train/penalty": self._penalty.detach()}
         if grads:
             values = torch.stack(list(grads.values())).float().tolist()  # one host sync
@@ -295,10 +315,36 @@ class Trainer:
         self._call("on_log", metrics)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Mean loss (and accuracy for classification) over `split`, read back once."""
-        return evaluate(self.forward, self.loss_fn, self.data, split, self.cfg, self.autocast, self.model)
+        """The loss and the task's metrics of `eval_model` on `split`, read back once."""
+        return self._evaluate(split)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, checkpointed as `model` and kept by early stopping:
+        the averaged ones (`train.ema` / `train.swa`) once an average exists, else `model`."""
+        averaging = self.averaging
+        return averaging.module if averaging is not None and averaging.count > 0 else self.model
+
+    def restore_weights(self, weights: dict[str, torch.Tensor], metrics: dict[str, float], note: str) -> None:
+        """Puts the weights of an earlier epoch back (early stopping's `restore_best`) into `eval_model`.
+
+        Callbacks hear of it through `on_restore` (the checkpointer rewrites last.pt).
+        """
+        self.eval_model.load_state_dict(weights)
+        self.last_metrics = dict(metrics)
+        self.stop_reason = f"{self.stop_reason}; {note}" if self.stop_reason else note
+        self._call("on_restore")
 
     # ------------------------------------------------------------------ state
+
+    def _interval_sums(self) -> list[list[float]]:
+        """The loss sum and count logged since the last interval, one entry per rank (a collective
+        under DDP: every rank calls state_dict at the same update)."""
+        if self.world == 1:
+            return [[float(self._loss_sum), float(self._loss_count)]]
+        count = torch.tensor(float(self._loss_count), device=self.device, dtype=torch.float64)
+        local = torch.stack([self._loss_sum.double(), count])
+        return [t.tolist() for t in distributed.all_gather(local)]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds (DESIGN.md): loads with `weights_only=True`."""
@@ -307,16 +353,21 @@ class Trainer:
         self._check_finite(pending)
         return {
             "format": FORMAT,
-            "model": self.model.state_dict(),  # the unwrapped module: no `_orig_mod.` prefixes
+            # The unwrapped module (no `_orig_mod.` prefixes); with averaging, the averaged weights
+            # (what eval, predict and export read) and the trained ones in `raw_model`.
+            "model": self.eval_model.state_dict(),
+            **self._averaging_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.schedule is None else self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.world,
             "loss_sums": {
                 "interval": self._loss_sum.cpu(),
                 "interval_count": self._loss_count,
+                "interval_per_rank": self._interval_sums(),
                 "epoch": self._epoch_sum.cpu(),
                 "epoch_count": self._epoch_count,
             },
@@ -328,26 +379,31 @@ class Trainer:
             },
             "rng": rng_state(),
             "aug_rng": self.aug_generator.get_state(),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
-            "config": self.cfg.to_dict(),
-            "config_hash": self.cfg.hash(),
-            "seed": self.cfg.seed,
+            "callbacks": {key: cb.state_dict() for key, cb in zip(callback_keys(self.callbacks), self.callbacks)},
             "metrics": self.last_metrics,
             **self.meta,
         }
 
+    def _averaging_state(self) -> dict[str, Any]:
+        if self.averaging is None:
+            return {}
+        return {"raw_model": self.model.state_dict(), "averaging": self.averaging.state_dict()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a checkpoint's training state so the run continues exactly where it stopped."""
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state.get("raw_model", state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["scheduler"] is not None:
             self.schedule.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world:  # resumed with another number of processes (an allowed change)
+            self._rescale_progress(saved_world)
         sums = state["loss_sums"]
-        self._loss_sum = sums["interval"].to(self.device)
+        self._load_interval(sums)
         self._epoch_sum = sums["epoch"].to(self.device)
-        self._loss_count, self._epoch_count = sums["interval_count"], sums["epoch_count"]
+        self._epoch_count = sums["epoch_count"]
         counters = state["counters"]
         self.samples_seen, self.train_time = counters["samples_seen"], counters["train_time"]
         self.data_time = counters["data_time"]
@@ -355,9 +411,38 @@ class Trainer:
         self.last_metrics = dict(state["metrics"])
         set_rng_state(state["rng"])
         self.aug_generator.set_state(state["aug_rng"])
-        for cb in self.callbacks:
-            if type(cb).__name__ in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        saved = state["callbacks"]
+        for key, cb in zip(callback_keys(self.callbacks), self.callbacks):
+            if key in saved:
+                cb.load_state_dict(saved[key])
+        if self.averaging is not None:  # last: SWA's LR replaces what the schedule restored
+            self.averaging.load_state_dict(
+                state.get("averaging"), state["model"], self.optimizer, state["optimizer"]["param_groups"]
+            )
+
+    def _rescale_progress(self, saved_world: int) -> None:
+        """Maps the epoch's progress and the schedule's update count onto this number of processes:
+        the same share of the epoch is done, and the schedule continues at the same fraction."""
+        ratio = saved_world / self.world
+        self.batch_in_epoch = min(round(self.batch_in_epoch * ratio), self.batches_per_epoch)
+        if self.schedule is not None:
+            per_epoch = self.train_loader.updates_per_epoch(self.settings.accumulate)
+            done_in_epoch = -(-self.batch_in_epoch // self.settings.accumulate)
+            self.schedule.seek(self.epoch * per_epoch + done_in_epoch)
+
+    def _load_interval(self, sums: dict[str, Any]) -> None:
+        """Each rank continues its own interval sums; with another number of ranks (an allowed
+        config change), rank 0 takes them all."""
+        per_rank = sums.get("interval_per_rank")
+        rank = distributed.rank()
+        if per_rank is None:  # written before per-rank sums (one process)
+            per_rank = [[float(sums["interval"]), float(sums["interval_count"])]]
+        if len(per_rank) != self.world:
+            total = [sum(e[0] for e in per_rank), sum(e[1] for e in per_rank)]
+            per_rank = [total] + [[0.0, 0.0]] * (self.world - 1)
+        loss, count = per_rank[rank]
+        self._loss_sum = torch.tensor(loss, device=self.device, dtype=self._epoch_sum.dtype)
+        self._loss_count = int(count)
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:

@@ -11,6 +11,12 @@ from helpers import MNIST_FILES, SHARED_DATA
 from helpers import write_config as _write_config
 
 
+@pytest.fixture(autouse=True)
+def _image_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Image folders decoded by tests are cached under pytest's temporary folder, not ~/.cache."""
+    monkeypatch.setenv("NNTRAIN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nntrain-image-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real data sets (../shared/data, or $NNTRAIN_SHARED_DATA)."""

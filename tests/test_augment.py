@@ -10,7 +10,7 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 from helpers import assert_clean_error, base_config
-from nntrain.config import config_from_dict
+from nntrain.validate import config_from_dict
 from nntrain.data.augment import AUGMENTATIONS, check_augmentations
 from nntrain.errors import ConfigError, DataError
 
@@ -407,15 +407,14 @@ def test_check_builds_every_augmentation_on_real_images(cli, tmp_path, write_con
 
 
 def test_trainer_augments_training_batches_only(tmp_path, write_config):
-    from nntrain.config import load_config
-    from nntrain.experiment import build_parts
-    from nntrain.trainer import Trainer
+    from nntrain.validate import load_config
+    from nntrain.build import build_parts, build_trainer
 
     data = {"dataset": {"name": "mnist_small"}, "val_split": 0.9, "batch_size": 100,
             "normalize": {"name": "standardize"}, "augment": [{"name": "horizontal_flip"}]}
     cfg = load_config(write_config(tmp_path, data=data, model={"name": "mlp", "hidden": [16]}))
     parts = build_parts(cfg)
-    trainer = Trainer(cfg, parts.model, parts.loss_fn, parts.optimizer, parts.schedule, parts.data, parts.device)
+    trainer = build_trainer(parts)
     seen = []
 
     def counting(x):
@@ -436,8 +435,7 @@ def test_normalize_listed_in_augment_normalizes_every_split_like_data_normalize(
     """torchvision habit: Normalize in the augmentation list. It isn't random, so it applies to
     every split once, exactly as data.normalize would, and is not applied again to batches."""
     from nntrain.data.loaders import build_data
-    from nntrain.experiment import build_parts
-    from nntrain.trainer import Trainer
+    from nntrain.build import build_parts, build_trainer
 
     stats = {"name": "normalize", "mean": [0.2], "std": [0.4]}
     as_normalize = base_config(tmp_path)
@@ -451,7 +449,7 @@ def test_normalize_listed_in_augment_normalizes_every_split_like_data_normalize(
         assert torch.equal(getattr(a, split)[0], getattr(b, split)[0])
     assert b.normalizer is not None and b.normalizer.state_dict().keys() == a.normalizer.state_dict().keys()
     parts = build_parts(config_from_dict(as_augment))
-    trainer = Trainer(parts.cfg, parts.model, parts.loss_fn, parts.optimizer, None, parts.data, parts.device)
+    trainer = build_trainer(parts)
     assert [type(aug).__name__ for aug in trainer.augment] == ["HorizontalFlip"]
 
 

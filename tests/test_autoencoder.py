@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nntrain.checkpoint import FORMAT, load_checkpoint
-from nntrain.config import config_from_dict, validate
-from nntrain.data.datasets import DataInfo
+from nntrain.validate import config_from_dict, validate
+from nntrain.data.info import DataInfo
 from nntrain.data.loaders import Data
 from nntrain.errors import CheckpointError, ConfigError, DataError
 from nntrain.models import build_model
@@ -161,7 +161,7 @@ def test_init_from_is_validated_with_the_config():
 
 
 def test_bce_needs_targets_in_unit_range(tmp_path):
-    from nntrain.experiment import build_parts
+    from nntrain.build import build_parts
 
     raw = {"name": "t", "data": {"dataset": {"name": "mnist_small"}, "task": "reconstruction",
                                  "normalize": {"name": "standardize"}},
@@ -179,8 +179,8 @@ def test_pretrain_then_finetune_then_eval_without_the_pretrained_file(tmp_path):
     """mnist_small: autoencoder -> classifier on its frozen encoder -> `nntrain eval` of the classifier."""
     import shutil
 
-    from nntrain.evaluate import evaluate_checkpoint
-    from nntrain.experiment import fit
+    from nntrain.eval_checkpoint import evaluate_checkpoint
+    from nntrain.fit import fit
 
     runs = tmp_path / "runs"
     common = {"log": {"dir": str(runs), "tensorboard": False}, "optimizer": {"name": "adam", "lr": 3e-3}}
@@ -209,7 +209,7 @@ def test_pretrain_then_finetune_then_eval_without_the_pretrained_file(tmp_path):
 def test_reconstruction_runs_log_an_image_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from nntrain.experiment import fit
+    from nntrain.fit import fit
 
     raw = {"name": "ae", "data": {"dataset": {"name": "mnist_small"}, "task": "reconstruction",
                                   "val_split": 0.8, "batch_size": 128},

@@ -10,8 +10,8 @@ import torch
 
 from nntrain.callbacks import EarlyStopping, ModelCheckpoint, improved
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import config_from_dict
-from nntrain.experiment import fit
+from nntrain.validate import config_from_dict
+from nntrain.fit import fit
 
 
 def _stop_epoch(values, **kwargs) -> int | None:
@@ -113,7 +113,7 @@ def test_restore_best_puts_back_the_best_weights(tmp_path):
 
 
 def test_restore_best_keeps_best_pt_true_to_its_epoch(tmp_path):
-    from nntrain.evaluate import evaluate_checkpoint
+    from nntrain.eval_checkpoint import evaluate_checkpoint
 
     es = {"monitor": "val/loss", "patience": 2, "restore_best": True}
     raw = _cfg(tmp_path, train={"epochs": 30, "early_stopping": es, "grad_clip": None,

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import assert_clean_error
-from nntrain.config import Config, config_from_dict, load_config, monitor_mode, parse_override, to_yaml
+
+from nntrain.config import Config, to_yaml
+from nntrain.config_file import parse_override
 from nntrain.errors import ConfigError
+from nntrain.metrics import monitor_mode
+from nntrain.validate import config_from_dict, load_config
 
 GOOD = """\
 # nntrain fit good.yaml
@@ -73,8 +76,10 @@ BAD = [
     ("bad_device", 12, "  epochs: 2\n  device: gpu", "train.device", r"should match pattern"),
     ("bad_precision", 12, "  epochs: 2\n  precision: fp8", "train.precision", r"'fp32', 'bf16' or 'fp16'"),
     ("bad_run_name", 2, "name: my run/1", "name", r"should match pattern"),
-    ("torch_rejects_betas", 9, "optimizer: {name: adam, betas: [0.9, 1.5]}", "optimizer",
-     r"optimizer 'adam' rejects these arguments: .*beta"),
+    ("betas_out_of_range", 9, "optimizer: {name: adam, betas: [0.9, 1.5]}", "optimizer.betas",
+     r"less than 1 \(got \[0.9, 1.5\]\)"),
+    ("torch_rejects_nesterov", 9, "optimizer: {name: sgd, lr: 0.1, nesterov: true}", "optimizer",
+     r"optimizer 'sgd' rejects these arguments: .*[Nn]esterov"),
     ("duplicate_key", 7, "  batch_size: 64\n  batch_size: 32", "data.batch_size", r"duplicate key"),
     # torch annotates lr as `float | Tensor`: the message asks for a number, not a Tensor
     ("lr_not_a_number", 9, "optimizer: {name: adam, lr: fast}", "optimizer.lr",
@@ -304,3 +309,20 @@ def test_config_is_strict_at_every_level():
     with pytest.raises(ConfigError, match=r"log\.evry_n_steps: unknown key 'evry_n_steps'; did you mean 'every_n_steps'"):
         config_from_dict({"name": "x", "data": {"dataset": {"name": "mnist_small"}}, "model": {"name": "mlp"},
                           "log": {"evry_n_steps": 3}})
+
+
+def test_errors_carry_their_key_and_get_the_place_from_it(tmp_path):
+    from nntrain.errors import DataError
+
+    path = _write(tmp_path, GOOD)
+    cfg = load_config(path, ["optimizer.lr=0.5"])
+    assert str(ConfigError("too large", key=("optimizer", "lr"))) == "optimizer.lr: too large"
+    assert str(cfg.locate(ConfigError("too large", key=("optimizer", "lr")))) == (
+        "--set optimizer.lr=0.5 optimizer.lr: too large"
+    )
+    # A problem of a section an override changed is that override's doing, not the section's line.
+    assert cfg.where(("optimizer",)) == "--set optimizer.lr=0.5"
+    assert str(cfg.locate(DataError("not found", key=("data", "dataset", "path")))) == (
+        f"{path}:5 data.dataset.path: not found"
+    )
+    assert str(cfg.locate(DataError("a.csv: not a table"))) == "a.csv: not a table"  # no key: as it is

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from helpers import CONFIGS, REPO, assert_clean_error
-from nntrain.config import load_config
-from nntrain.data.datasets import DATASETS
+from nntrain.validate import load_config
+from nntrain.data.sources import DATASETS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("*.yml"))
 IDS = [p.name for p in CONFIG_FILES]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from helpers import base_config
-from nntrain.config import config_from_dict
-from nntrain.data.datasets import DATASETS
+from nntrain.validate import config_from_dict
+from nntrain.data.sources import DATASETS
 from nntrain.data.loaders import TensorLoader, build_data
 from nntrain.errors import DataError
 
@@ -104,3 +104,17 @@ def test_real_mnist_from_shared_data(mnist_root):
     assert splits.x_train.shape == (60000, 1, 28, 28) and splits.x_test.shape == (10000, 1, 28, 28)
     assert splits.y_train.bincount().tolist()[0] == 5923  # the canonical MNIST class counts
     assert splits.info.num_classes == 10
+
+
+def test_model_kwargs_give_exactly_the_inferred_arguments():
+    """INFERRED (the arguments config validation lets models omit) is the one list `model_kwargs` draws from."""
+    from nntrain.data.info import INFERRED, DataInfo
+
+    infos = [
+        DataInfo("classification", (3, 8, 8), 10, variable_length=None),
+        DataInfo("regression", (20, 2), output_size=1, variable_length=False),
+        DataInfo("classification", (40,), 2, vocab_size=100, variable_length=True),
+    ]
+    given = set().union(*(info.model_kwargs() for info in infos))
+    assert given == set(INFERRED)
+    assert infos[1].model_kwargs() == {"in_features": 40, "input_size": 2, "output_size": 1, "variable_length": False}

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from helpers import base_config, nntrain_cmd, write_config
-from nntrain.config import config_from_dict
+from nntrain.validate import config_from_dict
 from nntrain.data import loaders
-from nntrain.data.datasets import DataInfo
+from nntrain.data.info import DataInfo
 from nntrain.data.loaders import Data, TensorLoader, _Stager, build_data
 from nntrain.errors import ConfigWarning
 from nntrain.device import device_warnings
-from nntrain.experiment import _data_on_device, build_parts, fit
+from nntrain.build import _data_on_device, build_parts
+from nntrain.fit import fit
 
 
 def staged(loader: TensorLoader) -> TensorLoader:
@@ -102,9 +103,9 @@ def test_host_resident_data_trains_like_device_resident_data(tmp_path):
         raw["log"]["tensorboard"] = False
         raw["train"]["test_at_end"] = False
         parts = build_parts(config_from_dict(raw))
-        from nntrain.trainer import Trainer
+        from nntrain.build import build_trainer
 
-        trainer = Trainer(parts.cfg, parts.model, parts.loss_fn, parts.optimizer, parts.schedule, parts.data, parts.device)
+        trainer = build_trainer(parts)
         if stage:
             staged(trainer.train_loader)
         loss = trainer.train_epoch()

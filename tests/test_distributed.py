@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import config_from_dict
+from nntrain.validate import config_from_dict
 from nntrain.data.loaders import TensorLoader
-from nntrain.experiment import fit
+from nntrain.fit import fit
 
 pytestmark = pytest.mark.slow
 
@@ -88,12 +88,12 @@ def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
         import os
         if os.environ.get("RANK") == "1":
             from nntrain.trainer import Trainer
-            original = Trainer._update
-            def _update(self):
+            original = Trainer._step
+            def _step(self, log_now):
                 if self.step == 4:
                     raise RuntimeError("rank 1 exploded")
-                original(self)
-            Trainer._update = _update
+                original(self, log_now)
+            Trainer._step = _step
     """))
     env = {**__import__("os").environ, "PYTHONPATH": str(hook)}
     result = _nntrain("fit", str(config), "--nproc", "2", env=env, timeout=180)
@@ -110,3 +110,64 @@ def test_resume_under_ddp(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["step"] == 108
+
+
+# Every scheduler with warmup: extra arguments each needs, and a warmup of one epoch.
+SCHEDULES = {
+    "step": {"step_size": 1, "gamma": 0.5},
+    "multistep": {"milestones": [1], "gamma": 0.5},
+    "exponential": {"gamma": 0.5},
+    "cosine": {},
+    "linear": {},
+    "onecycle": {"max_lr": 0.1},
+    "reduce_on_plateau": {"monitor": "val/loss", "patience": 0, "factor": 0.5},
+    "newbob": {"monitor": "val/loss"},
+}
+SCHEDULE_SCRIPT = """
+import json, sys
+from nntrain.validate import config_from_dict
+from nntrain.fit import fit
+raw = json.loads(sys.argv[1])
+for name, extra in json.loads(sys.argv[2]).items():
+    cfg = dict(raw, name=name, scheduler={"name": name, "warmup_epochs": 1, **extra})
+    fit(config_from_dict(cfg), progress=False)
+"""
+
+
+def _epoch_lrs(runs: Path, name: str) -> list[float]:
+    run_dir = next((runs / name).iterdir())
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["lr"] for r in map(__import__("json").loads, lines) if r["kind"] == "epoch"]
+
+
+def test_every_schedule_runs_the_same_in_one_and_two_processes(tmp_path):
+    """Issue 11: the updates per epoch come from this rank's loader, so a schedule built under
+    torchrun spans the run's real updates (it used to count the whole split: twice too many)."""
+    import json
+
+    from nntrain.registries import SCHEDULERS
+
+    assert set(SCHEDULES) == set(SCHEDULERS.names())  # a new scheduler joins this test
+    raw = {**CONFIG, "data": {**CONFIG["data"], "val_split": 0.5}, "train": {"epochs": 3, "test_at_end": False},
+           "log": {"every_n_steps": 10, "tensorboard": False, "dir": str(tmp_path / "two")}}
+    script = tmp_path / "schedules.py"
+    script.write_text(SCHEDULE_SCRIPT)
+    # 2,700 training samples: 27 batches of 100 in one process, 27 of 50 on each of two ranks.
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script),
+         json.dumps(raw), json.dumps(SCHEDULES)],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = {**raw, "data": {**raw["data"], "batch_size": 100}, "log": {**raw["log"], "dir": str(tmp_path / "one")}}
+    single = subprocess.run([sys.executable, str(script), json.dumps(one), json.dumps(SCHEDULES)],
+                            capture_output=True, text=True, timeout=400)
+    assert single.returncode == 0, single.stderr[-3000:]
+    base = CONFIG["optimizer"]["lr"]
+    for name in SCHEDULES:
+        lrs_one, lrs_two = _epoch_lrs(tmp_path / "one", name), _epoch_lrs(tmp_path / "two", name)
+        assert lrs_two == pytest.approx(lrs_one, rel=1e-6), name
+        if name in ("cosine", "linear"):
+            assert lrs_one[-1] == pytest.approx(0.0, abs=1e-9), name  # decayed to the end, not halfway
+        if name == "exponential":  # warmup_epochs 1 ends after one epoch: the first decay step follows
+            assert lrs_one[0] == pytest.approx(base) and lrs_two[0] == pytest.approx(base)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import REPO, assert_clean_error, nntrain_cmd
-from nntrain.config import load_config
+from nntrain.validate import load_config
 
 pytestmark = pytest.mark.slow
 

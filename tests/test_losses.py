@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nntrain.data.datasets import DataInfo
+from nntrain.data.info import DataInfo
 from nntrain.losses import LOSSES, build_loss, penalized_parameters, penalty
 
 CLASSES = DataInfo("classification", (1, 28, 28), 10)

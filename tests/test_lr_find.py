@@ -12,9 +12,10 @@ import yaml
 from typer.testing import CliRunner
 
 from nntrain.cli import app
-from nntrain.config import validate
-from nntrain.experiment import build_parts
-from nntrain.lr_find import range_test, sketch, suggest
+from nntrain.validate import validate
+from nntrain.build import build_parts, build_trainer
+from nntrain.lr_find import range_test, suggest
+from nntrain.plots import sketch
 
 CONFIG = {
     "name": "lrf",
@@ -35,7 +36,7 @@ def parts():
 def test_adam_suggestion_is_plausible_and_the_model_is_left_untouched(parts):
     weights = {k: v.clone() for k, v in parts.model.state_dict().items()}
     rng = torch.get_rng_state()
-    result = range_test(parts, start_lr=1e-7, end_lr=10.0, steps=100)
+    result = range_test(build_trainer(parts), start_lr=1e-7, end_lr=10.0, steps=100)
 
     assert 1e-4 <= result.suggestion <= 1e-1, result.suggestion
     assert result.suggestion < result.min_loss_lr  # the steepest descent comes before the minimum
@@ -62,9 +63,7 @@ def test_adam_suggestion_is_plausible_and_the_model_is_left_untouched(parts):
 
 def test_the_suggested_lr_trains(parts):
     """One epoch at the suggestion reaches a usable accuracy; one at a far too small LR does not."""
-    from nntrain.trainer import Trainer
-
-    suggestion = range_test(parts, steps=100).suggestion
+    suggestion = range_test(build_trainer(parts), steps=100).suggestion
     start = ({k: v.clone() for k, v in parts.model.state_dict().items()}, parts.optimizer.state_dict())
     accuracy = {}
     for lr in (suggestion, 1e-6):
@@ -72,7 +71,7 @@ def test_the_suggested_lr_trains(parts):
         parts.optimizer.load_state_dict(start[1])
         for group in parts.optimizer.param_groups:
             group["lr"] = lr
-        trainer = Trainer(parts.cfg, parts.model, parts.loss_fn, parts.optimizer, None, parts.data, parts.device)
+        trainer = build_trainer(parts)
         trainer.train_epoch()
         accuracy[lr] = trainer.evaluate()["val/acc"]
     parts.model.load_state_dict(start[0])
@@ -86,7 +85,7 @@ def test_accumulation_counts_updates(parts):
     updates, forwards = [], []
     acc_parts.optimizer.register_step_post_hook(lambda *a: updates.append(1))
     acc_parts.model.register_forward_hook(lambda *a: forwards.append(1))
-    result = range_test(acc_parts, start_lr=1e-5, end_lr=1e-2, steps=20)
+    result = range_test(build_trainer(acc_parts), start_lr=1e-5, end_lr=1e-2, steps=20)
     assert len(result.lrs) == len(updates) == 20 and len(forwards) == 60
 
 
@@ -102,7 +101,7 @@ def test_range_test_rejects_bad_ranges(parts):
     from nntrain.errors import ConfigError
 
     with pytest.raises(ConfigError, match="start-lr"):
-        range_test(parts, start_lr=1.0, end_lr=0.1)
+        range_test(build_trainer(parts), start_lr=1.0, end_lr=0.1)
 
 
 def test_sketch_marks_the_suggestion():
@@ -137,7 +136,7 @@ def test_cli_lr_find_bad_range_exits_2(tmp_path):
 
 def test_a_plot_path_under_a_file_names_that_file(tmp_path):
     from nntrain.errors import RunError
-    from nntrain.lr_find import write_csv
+    from nntrain.plots import write_csv
 
     blocker = tmp_path / "notes"
     blocker.write_text("x")
@@ -159,8 +158,8 @@ def test_cli_check_plot_lr_writes_every_update(tmp_path):
 
 
 def test_lr_auto_runs_the_range_test_and_records_the_choice(tmp_path):
-    from nntrain.config import config_from_dict, load_config
-    from nntrain.experiment import fit
+    from nntrain.validate import config_from_dict, load_config
+    from nntrain.fit import fit
 
     cfg = config_from_dict({
         "name": "auto",

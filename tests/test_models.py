@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nntrain.data.datasets import DataInfo
+from nntrain.data.info import DataInfo
 from nntrain.errors import ConfigError
 from nntrain.models import MODELS, build_model
 

@@ -66,3 +66,59 @@ def test_note_from_argument_or_docstring():
     reg = _registry()
     assert reg.note("adam") == "Adam."
     assert reg.note("sgd") == "plain SGD"
+
+
+def test_bounds_replace_the_builders_annotations_for_checking():
+    from typing import Annotated
+
+    from pydantic import Field
+
+    def huber(delta: float = 1.0, reduction: str = "mean"):
+        return delta
+
+    bound = Annotated[float, Field(gt=0)]
+    reg = Registry("loss")
+    reg.register("plain")(huber)
+    reg.register("bounded", bounds={"delta": bound})(huber)
+    assert reg.hints("plain") == {"delta": float, "reduction": str}
+    assert reg.hints("bounded") == {"delta": bound, "reduction": str}
+
+
+def _checked_registries() -> tuple[Registry, Registry]:
+    """A model registry with a nested activation registry and every hook, as packages set them."""
+    acts = Registry("activation", bare_name=True)
+    acts.register("relu")(lambda: "relu")
+    models = Registry("model", nested={"activation": acts})
+
+    @models.register("net")
+    def net(width: int, lr: float = 0.1, activation: str = "relu"):
+        if width > 100:
+            raise ValueError("width too large for this toy")
+        return (width, lr, activation)
+
+    def init_from(value):
+        return [] if isinstance(value, str) else [(("checkpoint",), "give a path")]
+
+    models.set_checks(dry_build=lambda spec: models.build({"width": 1, **spec}), extra_keys={"init_from": init_from}, filled=("width",),
+                      stand_ins={"lr": ("auto", 0.01)})
+    return models, acts
+
+
+def test_registry_hooks_drive_the_component_checks():
+    from nntrain.components import spec_errors
+
+    models, _ = _checked_registries()
+    key = ("model",)
+    assert spec_errors(key, models, {"name": "net"}) == []  # width is filled in from the data
+    assert spec_errors(key, models, {"name": "net", "lr": "auto", "activation": "relu"}) == []
+    assert spec_errors(key, models, {"name": "net", "init_from": {}}) == [
+        (("model", "init_from", "checkpoint"), "give a path")
+    ]
+    (where, msg), = spec_errors(key, models, {"name": "net", "activation": "reluu"})
+    assert where == ("model", "activation", "name") and "did you mean 'relu'" in msg
+    (where, msg), = spec_errors(key, models, {"name": "net", "width": 500})
+    assert where == ("model",) and msg == "model 'net' rejects these arguments: width too large for this toy"
+    (where, msg), = spec_errors(key, models, {"name": "net", "lr": float("nan")})
+    assert where == ("model", "lr") and "finite" in msg
+    (where, msg), = spec_errors(key, models, {"name": "net", "width": True})
+    assert where == ("model", "width") and "not a boolean" in msg

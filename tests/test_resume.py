@@ -16,9 +16,9 @@ import torch
 import yaml
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import config_from_dict
+from nntrain.validate import config_from_dict
 from nntrain.errors import ConfigError, Interrupted
-from nntrain.experiment import fit
+from nntrain.fit import fit
 from nntrain.trainer import Trainer
 
 # Shuffling, dropout, augmentation, a warmup+cosine schedule and accumulation with a short last group.
@@ -40,11 +40,20 @@ BASE = {
 }
 
 
-def _cfg(tmp_path: Path, **train):
+def _cfg(tmp_path: Path, model: dict | None = None, **train):
     raw = json.loads(json.dumps(BASE))
     raw["log"]["dir"] = str(tmp_path)
+    raw["model"].update(model or {})
     raw["train"].update(train)
     return config_from_dict(raw)
+
+
+# Averaged weights (issue 15): EMA every 2 updates; SWA from epoch 2 (SWALR replaces the cosine
+# schedule, BatchNorm statistics recomputed for the average); stopped inside the SWA phase (step 6)
+# and at the boundary before it (step 4, SWALR then starts in the resumed run).
+EMA = {"train": {"ema": {"decay": 0.9, "every_n_steps": 2}}}
+SWA = {"model": {"batch_norm": True},
+       "train": {"swa": {"start_epoch": 2, "lr": 1.0e-3, "anneal_epochs": 1, "anneal_strategy": "linear"}}}
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -53,31 +62,38 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def _interrupt_at(monkeypatch, step: int) -> None:
     """Acts as SIGINT's handler would, when the run reaches optimizer update `step`."""
-    original = Trainer.train_step
+    original = Trainer.update
 
-    def train_step(self, *args, **kwargs):
+    def update(self, *args, **kwargs):
         original(self, *args, **kwargs)
         if self.step == step and self.interrupted is None:
             self.interrupted = signal.SIGINT
 
-    monkeypatch.setattr(Trainer, "train_step", train_step)
+    monkeypatch.setattr(Trainer, "update", update)
 
 
 def _run_dirs(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "resume").iterdir())
 
 
-@pytest.mark.parametrize("stop_step", [6, 4], ids=["mid-epoch", "epoch-boundary"])
-def test_resume_is_bitwise_equal(tmp_path, monkeypatch, stop_step):
+@pytest.mark.parametrize(
+    ("stop_step", "extra"),
+    [(6, {}), (4, {}), (6, EMA), (6, SWA), (4, SWA)],
+    ids=["mid-epoch", "epoch-boundary", "ema-mid-epoch", "swa-mid-epoch", "swa-epoch-boundary"],
+)
+def test_resume_is_bitwise_equal(tmp_path, monkeypatch, stop_step, extra):
+    def cfg(folder: Path):
+        return _cfg(folder, extra.get("model"), **extra.get("train", {}))
+
     straight = tmp_path / "straight"
-    fit(_cfg(straight), progress=False)
+    fit(cfg(straight), progress=False)
     expected = _weights(_run_dirs(straight)[0])
 
     parted = tmp_path / "parted"
     with monkeypatch.context() as m:
         _interrupt_at(m, stop_step)
         with pytest.raises(Interrupted) as info:
-            fit(_cfg(parted), progress=False)
+            fit(cfg(parted), progress=False)
     assert info.value.exit_code == 130
     run_dir = _run_dirs(parted)[0]
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -88,11 +104,17 @@ def test_resume_is_bitwise_equal(tmp_path, monkeypatch, stop_step):
     # TensorBoard orders event files by name, whose first field is the creation second: a real resume
     # comes later than the interruption; in a test it could fall in the same second.
     time.sleep(1.1)
-    fit(_cfg(parted), progress=False, resume=run_dir)
+    fit(cfg(parted), progress=False, resume=run_dir)
     resumed = _weights(run_dir)
     assert expected.keys() == resumed.keys()
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
+    if extra:  # the averaged weights above, the trained ones and the averaging state here
+        ends = [load_checkpoint(d / "checkpoints" / "last.pt") for d in (_run_dirs(straight)[0], run_dir)]
+        for key in ends[0]["raw_model"]:
+            assert torch.equal(ends[0]["raw_model"][key], ends[1]["raw_model"][key]), key
+        assert ends[0]["averaging"] == ends[1]["averaging"]
+        assert ends[0]["optimizer"]["param_groups"][0]["lr"] == ends[1]["optimizer"]["param_groups"][0]["lr"]
 
     # The metrics stream has each step once, in order, like the uninterrupted one.
     def steps(folder: Path) -> list[tuple[str, int]]:

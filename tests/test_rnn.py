@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from nntrain.config import config_from_dict
-from nntrain.data.datasets import DATASETS, DataInfo
+from nntrain.validate import config_from_dict
+from nntrain.data.info import DataInfo
+from nntrain.data.sources import DATASETS
 from nntrain.errors import ConfigError
-from nntrain.evaluate import evaluate_checkpoint
+from nntrain.eval_checkpoint import evaluate_checkpoint
 from nntrain.models import MODELS, build_model
 
 LENGTHS = [5, 2, 7, 1]
@@ -186,7 +187,7 @@ def _sine_csv(path: Path, n: int = 160) -> Path:
 
 
 def test_forecasting_run_reports_original_units_and_eval_reproduces_it(tmp_path):
-    from nntrain.experiment import fit
+    from nntrain.fit import fit
 
     raw = {
         "name": "sine",
@@ -223,7 +224,7 @@ def test_forecasting_run_reports_original_units_and_eval_reproduces_it(tmp_path)
 
 
 def test_monitoring_accuracy_on_regression_data_is_a_config_error(tmp_path):
-    from nntrain.experiment import build_parts
+    from nntrain.build import build_parts
 
     raw = {
         "name": "sine",
@@ -244,7 +245,7 @@ def test_monitoring_accuracy_on_regression_data_is_a_config_error(tmp_path):
 def test_text_checkpoint_keeps_its_vocabulary_for_eval(tmp_path):
     """`nntrain eval` tokenizes with the vocabulary stored in the checkpoint, not one rebuilt from the file."""
     from nntrain.checkpoint import load_checkpoint
-    from nntrain.experiment import fit
+    from nntrain.fit import fit
 
     good, bad = ["great", "fine", "superb", "lovely"], ["awful", "dull", "poor", "bland"]
     rows = [f"{good[i % 4]} film {good[(i + 1) % 4]},pos" for i in range(30)]

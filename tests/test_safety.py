@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nntrain.checkpoint import load_checkpoint, save_atomic
-from nntrain.config import config_from_dict, load_config
 from nntrain.errors import CheckpointError, ConfigError, RunError
-from nntrain.experiment import fit
+from nntrain.fit import fit
+from nntrain.validate import config_from_dict, load_config
 
 
 class _Payload:
@@ -103,14 +103,14 @@ def _poison_batch(monkeypatch, at_step: int) -> None:
     """Makes the loss of the batches after update `at_step` NaN."""
     from nntrain.trainer import Trainer
 
-    original = Trainer.train_step
+    original = Trainer.update
 
-    def train_step(self, x, y, *args, **kwargs):
+    def update(self, micro_batches, *args, **kwargs):
         if self.step >= at_step and self.epoch == 1:
-            x = x * math.nan
-        return original(self, x, y, *args, **kwargs)
+            micro_batches = [(x * math.nan, y) for x, y in micro_batches]
+        return original(self, micro_batches, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "train_step", train_step)
+    monkeypatch.setattr(Trainer, "update", update)
 
 
 def test_nan_stop_names_epoch_and_step_and_keeps_good_checkpoints(tmp_path, monkeypatch):
@@ -168,7 +168,7 @@ def test_unwritable_run_folder_is_a_clear_run_error(tmp_path, monkeypatch):
 
 def test_data_errors_found_while_building_name_the_file_and_line(tmp_path):
     from nntrain.errors import DataError
-    from nntrain.experiment import check
+    from nntrain.fit import check
 
     path = tmp_path / "c.yaml"
     path.write_text("name: x\ndata:\n  dataset: {name: csv, path: missing.csv, target: y}\nmodel: {name: mlp}\n")

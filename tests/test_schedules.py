@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nntrain.config import validate
+from nntrain.validate import validate
 from nntrain.errors import ConfigError, RunError
 from nntrain.schedules import SCHEDULERS, build_schedule, preview_schedule
 
@@ -285,8 +285,8 @@ def test_resume_continues_with_identical_lrs(name, opt):
 
 
 def test_accumulation_counts_updates_not_batches(tmp_path):
-    from nntrain.experiment import build_parts
-    from nntrain.trainer import Trainer
+    from nntrain.build import build_parts
+    from nntrain.build import build_trainer
 
     raw = {
         "name": "acc",
@@ -309,8 +309,7 @@ def test_accumulation_counts_updates_not_batches(tmp_path):
         def on_batch_end(self, trainer):
             seen.append((trainer.step, trainer.optimizer.param_groups[0]["lr"]))
 
-    trainer = Trainer(parts.cfg, parts.model, parts.loss_fn, parts.optimizer, parts.schedule, parts.data,
-                      parts.device, [Record()])
+    trainer = build_trainer(parts, [Record()])
     trainer.fit()
     assert trainer.step == parts.schedule.updates == 8
     total, w = 8, 2

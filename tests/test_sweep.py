@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from helpers import REPO, assert_clean_error, base_config, nntrain_cmd
-from nntrain.config import load_config
+from nntrain.validate import load_config
 from nntrain.errors import ConfigError
 
 optuna = pytest.importorskip("optuna")

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from helpers import base_config
-from nntrain.config import config_from_dict
-from nntrain.data.datasets import DataInfo
-from nntrain.data.loaders import Data
+from nntrain.validate import config_from_dict
+from nntrain.data.info import DataInfo
+from nntrain.data.loaders import TensorLoader
 from nntrain.losses import build_loss
 from nntrain.models import build_model
 from nntrain.optim import build_optimizer
-from nntrain.trainer import Trainer
+from nntrain.trainer import Trainer, TrainSettings
 
 INFO = DataInfo("classification", (20,), 3)
 
@@ -34,12 +34,14 @@ def _trainer(tmp_path, x, y, batch_size: int, accumulate: int) -> Trainer:
     raw["train"].update(accumulate=accumulate)
     raw["log"]["every_n_steps"] = 1000
     cfg = config_from_dict(raw)
-    data = Data((x, y), (x[:4], y[:4]), None, INFO, None)
     torch.manual_seed(0)  # the same initial weights for every trainer
     model = build_model(cfg.model.model_dump(), INFO.model_kwargs()).double()
     optimizer = build_optimizer(cfg.optimizer.model_dump(), model)
     loss_fn = build_loss(cfg.loss.model_dump(), INFO)
-    return Trainer(cfg, model, loss_fn, optimizer, None, data, torch.device("cpu"))
+    loader = TensorLoader(x, y, batch_size, shuffle=False)
+    settings = TrainSettings(epochs=1, accumulate=accumulate, every_n_steps=1000)
+    evaluate = lambda split: {}  # noqa: E731 - these tests train only
+    return Trainer(model, loss_fn, optimizer, None, loader, evaluate, settings, torch.device("cpu"))
 
 
 def _params(trainer: Trainer) -> list[torch.Tensor]:
@@ -73,42 +75,41 @@ def test_accumulation_equals_the_big_batch(tmp_path, n, batch, k):
     _assert_same(_params(small), _params(big))
 
 
-def test_train_step_weights_make_summed_gradients_the_group_mean(tmp_path):
+def test_update_weights_make_summed_gradients_the_group_mean(tmp_path):
     x, y = _samples(12)
     acc = _trainer(tmp_path, x, y, 4, accumulate=3)
     one = _trainer(tmp_path, x, y, 12, accumulate=1)
-    for i in range(3):
-        acc.train_step(x[4 * i : 4 * (i + 1)], y[4 * i : 4 * (i + 1)], weight=1 / 3, update=i == 2)
+    acc.update([(x[4 * i : 4 * (i + 1)], y[4 * i : 4 * (i + 1)]) for i in range(3)])
     assert acc.step == 1
-    one.train_step(x, y, weight=1.0, update=True)
+    one.update([(x, y)])
     _assert_same(_params(acc), _params(one))
 
     # Without the weights the update would be k times too large: the comparison can tell.
-    wrong = _trainer(tmp_path, x, y, 4, accumulate=3)
+    wrong = _trainer(tmp_path, x, y, 4, accumulate=1)
     for i in range(3):
-        wrong.train_step(x[4 * i : 4 * (i + 1)], y[4 * i : 4 * (i + 1)], weight=1.0, update=i == 2)
+        wrong._forward_backward(x[4 * i : 4 * (i + 1)], y[4 * i : 4 * (i + 1)], weight=1.0)
+    wrong._step(log_now=False)
     assert max((p - q).abs().max().item() for p, q in zip(_params(wrong), _params(one))) > 1e-4
 
 
-def test_no_update_until_the_group_is_complete(tmp_path):
-    x, y = _samples(8)
-    trainer = _trainer(tmp_path, x, y, 4, accumulate=2)
-    before = _params(trainer)
-    trainer.train_step(x[:4], y[:4], weight=0.5, update=False)
-    assert trainer.step == 0
-    _assert_same(_params(trainer), before)
-    assert all(p.grad is not None for p in trainer.model.parameters())  # gradients wait for the update
-    trainer.train_step(x[4:], y[4:], weight=0.5, update=True)
-    assert trainer.step == 1
-    assert all(p.grad is None for p in trainer.model.parameters())  # zeroed after the update
+def test_a_short_group_is_weighted_by_its_own_samples(tmp_path):
+    """Batches of 4 and 2 in one update: weights 4/6 and 2/6, like one batch of 6."""
+    x, y = _samples(6)
+    acc = _trainer(tmp_path, x, y, 4, accumulate=2)
+    one = _trainer(tmp_path, x, y, 6, accumulate=1)
+    acc.update([(x[:4], y[:4]), (x[4:], y[4:])])
+    one.update([(x, y)])
+    assert acc.step == one.step == 1
+    assert all(p.grad is None for p in acc.model.parameters())  # zeroed after the update
+    _assert_same(_params(acc), _params(one))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_paths_run_on_cpu(tmp_path, precision):
     """The autocast / GradScaler code paths run on CPU too; fp16's scaler state goes in the checkpoint."""
     from nntrain.checkpoint import load_checkpoint
-    from nntrain.config import config_from_dict
-    from nntrain.experiment import fit
+    from nntrain.validate import config_from_dict
+    from nntrain.fit import fit
 
     cfg = config_from_dict({
         "name": "amp",

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 
+from nntrain.data.transforms import Normalize
 from nntrain.errors import DataError
 from nntrain.registries import AUGMENTATIONS
-
-
 
 def _ordered(pair: tuple[float, ...]) -> tuple[float, ...]:
     for lo, hi in zip(pair[::2], pair[1::2]):
@@ -534,8 +533,6 @@ def normalize(
     torchvision's Normalize, listed where torchvision users list it; it is the same as
     data.normalize: {name: normalize, ...} and runs before the random augmentations, wherever it
     is listed."""
-    from nntrain.data.transforms import Normalize
-
     return Normalize(mean, std)
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import torch
 
-from nntrain.data.datasets import DATASETS, DataInfo
-from nntrain.data.transforms import NORMALIZERS, Normalizer
-from nntrain.errors import DataError
+from nntrain.data.balance import subsample_classes
+from nntrain.data.info import DataInfo
+from nntrain.data.sources import DATASETS
+from nntrain.data.splits import SourceContext, holdout
+from nntrain.data.transforms import NORMALIZE_KEY, NORMALIZERS, Normalizer
+from nntrain.errors import ConfigError, DataError, Key
 
 
 class TensorLoader:
@@ -20,7 +22,8 @@ class TensorLoader:
     Because the order is derived, not stored, a resumed run can start an epoch at any batch.
     Under data-parallel training each of `world` ranks takes every `world`-th sample of the
     epoch's order (as torch's DistributedSampler does, padding by repetition so that every rank
-    has as many batches); without shuffling, rank r simply gets samples r, r + world, ...
+    has as many batches); without shuffling, rank r gets samples r, r + world, ... (padded alike
+    for training; `even=False` for evaluation, which must count every sample once).
 
     Tensors that live on the host while training runs on `device` (data too big for GPU memory)
     are gathered batch by batch into pinned buffers and copied without blocking, one batch ahead
@@ -38,11 +41,25 @@ class TensorLoader:
         rank: int = 0,
         world: int = 1,
         device: Optional[torch.device] = None,
+        even: bool = True,
+        weights: Optional[torch.Tensor] = None,
     ):
+        # `weights` (the balanced sampler, one per sample): each epoch draws len(x) samples with
+        # replacement, with these probabilities (`torch.multinomial` seeded from seed and epoch).
+        self.weights = None if weights is None else weights.detach().double().cpu()
+        shuffle = shuffle or weights is not None
         if world > 1 and not shuffle:
+            # Rank r takes samples r, r + world, ...; `even` (training) pads the shards by repetition
+            # to one length, as the shuffled path does: every rank runs as many updates, or the
+            # others would wait in an all-reduce. Evaluation counts each sample once (`even=False`).
+            rows = torch.arange(len(x))
+            if even:
+                padding = -(-len(x) // world) * world - len(x)
+                rows = torch.cat([rows, rows[:padding]])
+            rows = rows[rank::world].to(x.device)
             same = y is x
-            x = x[rank::world]
-            y = x if same else y[rank::world]  # reconstruction: keep the target the input itself
+            x = x[rows]
+            y = x if same else y[rows]  # reconstruction: keep the target the input itself
         self.x, self.y = x, y
         device = torch.device(device) if device is not None else x.device
         self.stager = _Stager(x, y, batch_size, device) if device.type != x.device.type else None
@@ -53,6 +70,14 @@ class TensorLoader:
     def __len__(self) -> int:
         n = self.num_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def updates_per_epoch(self, accumulate: int = 1) -> int:
+        """Optimizer updates per epoch: one per `accumulate` batches, and one for a short last group.
+
+        The one owner of this count (schedules, `check --plot-lr`, lr-find and progress ask it):
+        under torchrun it counts this rank's shard, not the whole training split.
+        """
+        return -(-len(self) // accumulate)
 
     def batch_sizes(self) -> list[int]:
         n, b = self.num_samples, self.batch_size
@@ -65,7 +90,10 @@ class TensorLoader:
             order = None
         else:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(self.x), generator=gen)
+            if self.weights is None:
+                order = torch.randperm(len(self.x), generator=gen)
+            else:  # the balanced sampler: every rank draws the same order and takes its share
+                order = torch.multinomial(self.weights, self.num_samples * self.world, replacement=True, generator=gen)
             if self.world > 1:
                 padding = self.num_samples * self.world - len(order)
                 order = torch.cat([order, order[:padding]])[self.rank :: self.world]
@@ -172,8 +200,6 @@ class Data:
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         tensors = getattr(self, name)
         if tensors is None:
-            from nntrain.errors import ConfigError
-
             raise ConfigError(f"split '{name}' is empty for this config (val_split 0 or no test set)")
         return tensors
 
@@ -198,18 +224,18 @@ class Data:
         return self
 
 
-def _normalizer_spec(cfg: Any) -> tuple[Any, str]:
+def normalizer_spec(cfg: Any) -> tuple[Any, Key]:
     """The normalizer to apply and its config key: `data.normalize`, or a `normalize` listed in
     `data.augment` (torchvision habit; it isn't random, so it applies to every split)."""
     augment = getattr(cfg, "augment", [])
     listed = [i for i, spec in enumerate(augment) if spec.name == "normalize"]
     if not listed:
-        return cfg.normalize, "data.normalize"
+        return cfg.normalize, NORMALIZE_KEY
     i = listed[0]
     if cfg.normalize is not None or len(listed) > 1:
         other = "data.normalize" if cfg.normalize is not None else f"data.augment.{listed[1]}"
-        raise DataError(f"data.augment.{i}: normalize is given twice (also as {other}); keep one")
-    return augment[i], f"data.augment.{i}"
+        raise DataError(f"normalize is given twice (also as {other}); keep one", key=("data", "augment", i))
+    return augment[i], ("data", "augment", i)
 
 
 def build_data(
@@ -231,41 +257,22 @@ def build_data(
             sources that fit something on their training split; None fits it again.
     """
     name = cfg.dataset.name
-    accepted = inspect.signature(DATASETS.get(name)).parameters
-    runtime = {"val_split": cfg.val_split, "seed": seed, "state": source_state}
-    splits = DATASETS.build(cfg.dataset, **{k: v for k, v in runtime.items() if k in accepted})
-    x, y = splits.x_train, splits.y_train
-    val = None
-    if splits.x_val is not None:
-        val = (splits.x_val, splits.y_val)
-    elif cfg.val_split > 0:
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, round(cfg.val_split * len(x)))
-        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
-        val = (x[val_idx], y[val_idx])
-        x, y = x[train_idx], y[train_idx]
-        if len(x) == 0:
-            raise DataError(
-                f"data.val_split: '{name}' has {n_val} samples; holding out {n_val} for validation leaves "
-                f"none to train on (lower val_split, or give more data)"
+    context = SourceContext(val_split=cfg.val_split, seed=seed, state=source_state)
+    splits = DATASETS.build(cfg.dataset, context=context)
+    (x, y), val = _train_val(splits, cfg.val_split, seed, name)
+    fractions = getattr(cfg, "class_fraction", None)
+    if fractions:  # after the validation hold-out: only the training split loses samples
+        if splits.info.task != "classification":
+            raise ConfigError(
+                f"'{name}' gives {splits.info.task} data, which has no classes", key=("data", "class_fraction")
             )
-    if len(x) == 0:
-        raise DataError(f"data.dataset: '{name}' gives no training samples")
+        classes = splits.info.classes or [str(i) for i in range(splits.info.num_classes)]
+        x, y = subsample_classes(x, y, fractions, classes, seed)
     test = None if splits.x_test is None else (splits.x_test, splits.y_test)
-
-    normalizer = None
-    spec, key = _normalizer_spec(cfg)
-    if spec is not None:
-        if not x.is_floating_point():
-            raise DataError(f"{key}: '{name}' gives token ids ({x.dtype}), which can't be normalized; remove it")
-        normalizer = NORMALIZERS.build(spec)
-        if normalizer_state is None:
-            try:
-                normalizer.fit(x)
-            except DataError as exc:
-                raise DataError(str(exc).replace("data.normalize", key, 1)) from None
-        else:
-            normalizer.load_state_dict(normalizer_state)
+    for split, tensors in (("validation", val), ("test", test)):
+        _check_agrees(split, tensors, (x, y), name)
+    normalizer = _normalizer(cfg, x, normalizer_state, name)
+    if normalizer is not None:
         norm = lambda t: None if t is None else (normalizer(t[0]), t[1])  # noqa: E731
         (x, y), val, test = norm((x, y)), norm(val), norm(test)
     info = splits.info
@@ -277,12 +284,76 @@ def build_data(
             info, task="reconstruction", num_classes=None, classes=None, output_size=None,
             target_shift=None, target_scale=None,
         )
-    elif info.task == "classification" and (info.num_classes or 0) < 2:
-        hint = " (for a regression target, set data.dataset.task: regression)" if "task" in accepted else ""
+    else:
+        _check_labelled(info, name)
+    return Data((x, y), val, test, info, normalizer)
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def _train_val(splits: Any, val_split: float, seed: int, name: str) -> tuple[Pair, Optional[Pair]]:
+    """The training and validation tensors: the source's own validation split, or `holdout`'s."""
+    x, y = splits.x_train, splits.y_train
+    val = None
+    if splits.x_val is not None:
+        val = (splits.x_val, splits.y_val)
+    elif val_split > 0:
+        kept, held = holdout(len(x), val_split, seed)
+        val, (x, y) = (x[held], y[held]), (x[kept], y[kept])
+        if len(x) == 0:
+            raise DataError(
+                f"data.val_split: '{name}' has {len(held)} samples; holding out {len(held)} for validation "
+                f"leaves none to train on (lower val_split, or give more data)"
+            )
+    if len(x) == 0:
+        raise DataError(f"data.dataset: '{name}' gives no training samples")
+    return (x, y), val
+
+
+def _check_agrees(split: str, tensors: Optional[Pair], train: Pair, name: str) -> None:
+    """A split's samples and targets must pair up and have the training ones' shape and type."""
+    if tensors is None:
+        return
+    (x, y), (x_train, y_train) = tensors, train
+    if len(x) != len(y):
+        raise DataError(f"data.dataset: '{name}' gives {len(x)} {split} inputs but {len(y)} {split} targets")
+    for what, a, b in (("inputs", x, x_train), ("targets", y, y_train)):
+        if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+            raise DataError(
+                f"data.dataset: '{name}' gives {split} {what} of shape {tuple(a.shape[1:])} ({a.dtype}), "
+                f"but training {what} of shape {tuple(b.shape[1:])} ({b.dtype})"
+            )
+
+
+def _normalizer(cfg: Any, x: torch.Tensor, state: Optional[dict[str, torch.Tensor]], name: str) -> Optional[Normalizer]:
+    """The configured normalizer, fitted on the training inputs `x` or restored from `state`."""
+    spec, key = normalizer_spec(cfg)
+    if spec is None:
+        return None
+    if not x.is_floating_point():
+        raise DataError(f"'{name}' gives token ids ({x.dtype}), which can't be normalized; remove it", key=key)
+    normalizer = NORMALIZERS.build(spec)
+    if state is not None:
+        normalizer.load_state_dict(state)
+        return normalizer
+    try:
+        normalizer.fit(x)
+    except DataError as exc:  # its key is under data.normalize: move it to where this one is configured
+        if exc.key is None or exc.key[: len(NORMALIZE_KEY)] != NORMALIZE_KEY:
+            raise
+        raise DataError(exc.message, key=key + exc.key[len(NORMALIZE_KEY) :]) from None
+    return normalizer
+
+
+def _check_labelled(info: DataInfo, name: str) -> None:
+    """A DataError for data that can't train a classifier or regressor as it is."""
+    if info.task == "classification" and (info.num_classes or 0) < 2:
+        has_task = "task" in DATASETS.parameters(name)
+        hint = " (for a regression target, set data.dataset.task: regression)" if has_task else ""
         raise DataError(
             f"data.dataset: '{name}' gives one class ({', '.join(info.classes or ['?'])}); classification "
             f"needs at least 2{hint}"
         )
-    elif info.task == "unlabeled":
+    if info.task == "unlabeled":
         raise DataError(f"data.dataset: '{name}' has no labels (y_key: null); set data.task: reconstruction")
-    return Data((x, y), val, test, info, normalizer)

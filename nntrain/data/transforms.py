@@ -1,6 +1,6 @@
 """Normalizers, fitted on the training split and applied to every split.
 
-The augmentations (training split only) live in augment.py; AUGMENTATIONS is re-exported here.
+The augmentations (training split only) live in augment.py, which builds on this module.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from nntrain.data.augment import AUGMENTATIONS  # noqa: F401 - re-exported
-from nntrain.errors import DataError
+from nntrain.errors import DataError, Key
 from nntrain.registries import NORMALIZERS
 
-
+# Where a normalizer is usually configured; errors of `fit` name their argument under it.
+NORMALIZE_KEY: Key = ("data", "normalize")
 
 def _stat_dims(x: torch.Tensor) -> tuple[int, ...]:
     """Images (N, C, H, W): one statistic per channel. Sequences (N, T, F): one per feature over
@@ -107,8 +107,8 @@ class Normalize(Normalizer):
             if len(values) not in (1, channels):
                 what = "channels" if x.dim() == 4 else "features"
                 raise DataError(
-                    f"data.normalize.{key}: {len(values)} values, but the data has {channels} {what} "
-                    f"(give one value, or one per {what[:-1]})"
+                    f"{len(values)} values, but the data has {channels} {what} (give one value, or one per {what[:-1]})",
+                    key=(*NORMALIZE_KEY, key),
                 )
         shape = (-1, 1, 1) if x.dim() == 4 else (-1,)
         self.mean = torch.tensor(self.mean_values).view(shape)

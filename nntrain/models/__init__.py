@@ -6,10 +6,11 @@ import types
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from nntrain.errors import CheckpointError, ConfigError
+from nntrain.data.info import INFERRED
+from nntrain.errors import CheckpointError, ConfigError, Key, shorten, unknown
 from nntrain.registries import MODELS
 
 
@@ -28,6 +29,27 @@ class InitFrom(BaseModel):
     checkpoint: str
     component: Optional[str] = None
     freeze: bool = False
+
+
+def init_from_problems(value: Any) -> list[tuple[Key, str]]:
+    """Problems of a `model.init_from` value, keyed below it; [] when it is fine or None."""
+    if value is None:
+        return []
+    try:
+        InitFrom.model_validate(value)
+    except ValidationError as exc:
+        return [
+            (tuple(err["loc"]), unknown("key", err["loc"][-1], list(InitFrom.model_fields), "allowed")
+             if err["type"] == "extra_forbidden" else err["msg"])
+            for err in exc.errors()
+        ]
+    return []
+
+
+_INIT_FROM = ("model", "init_from")
+
+# Every model takes `init_from`; the data fills in the INFERRED sizes a config leaves out.
+MODELS.set_checks(extra_keys={"init_from": init_from_problems}, filled=INFERRED)
 
 
 def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
@@ -50,15 +72,15 @@ def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
             continue
         if key in kwargs and kwargs[key] != value:
             raise ConfigError(
-                f"model.{key}: the config says {kwargs[key]!r} but the data has {value!r}; "
-                f"remove the key to use the data's value"
+                f"the config says {shorten(kwargs[key])} but the data has {value!r}; "
+                f"remove the key to use the data's value", key=("model", key)
             )
         kwargs[key] = value
     missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs]
     if missing:
         raise ConfigError(
-            f"model.{missing[0]}: model '{spec['name']}' needs it and the data doesn't determine it; "
-            f"set it in the config"
+            f"model '{spec['name']}' needs it and the data doesn't determine it; set it in the config",
+            key=("model", missing[0]),
         )
     model = MODELS.build({"name": spec["name"], **kwargs})
     if spec.get("init_from") is not None:
@@ -85,8 +107,8 @@ def _resolve_checkpoint(path: str) -> str:
     runs = sorted(d for d in folder.iterdir() if (d / "checkpoints" / "best.pt").is_file())
     if not runs:
         raise CheckpointError(
-            f"model.init_from.checkpoint: {path} is a folder without checkpoints/best.pt, "
-            f"nor runs that have one; train the pretrained model first or give a checkpoint file"
+            f"{path} is a folder without checkpoints/best.pt, nor runs that have one; "
+            f"train the pretrained model first or give a checkpoint file", key=_INIT_FROM + ("checkpoint",)
         )
     return str(runs[-1] / "checkpoints" / "best.pt")
 
@@ -102,7 +124,7 @@ def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
 
     component, path = spec.component, spec.checkpoint
     if spec.freeze and not component:
-        raise ConfigError("model.init_from.freeze: name the component to freeze (e.g. component: encoder)")
+        raise ConfigError("name the component to freeze (e.g. component: encoder)", key=_INIT_FROM + ("freeze",))
     target = model
     if component:
         try:
@@ -110,20 +132,20 @@ def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
         except AttributeError:
             children = ", ".join(n for n, _ in model.named_children())
             raise ConfigError(
-                f"model.init_from.component: model '{name}' has no submodule '{component}' (it has: {children})"
+                f"model '{name}' has no submodule '{component}' (it has: {children})", key=_INIT_FROM + ("component",)
             ) from None
     path = _resolve_checkpoint(path)
     try:
         state = full = load_checkpoint(path)["model"]
     except CheckpointError as exc:
-        raise CheckpointError(f"model.init_from.checkpoint: {exc}") from None
+        raise CheckpointError(str(exc), key=_INIT_FROM + ("checkpoint",)) from None
     if component:
         prefix = component + "."
         state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(
-                f"model.init_from.component: the model in {path} has no '{component}' "
-                f"(it has: {', '.join(sorted({k.split('.')[0] for k in full}))})"
+                f"the model in {path} has no '{component}' "
+                f"(it has: {', '.join(sorted({k.split('.')[0] for k in full}))})", key=_INIT_FROM + ("component",)
             )
     own = target.state_dict()
     problems = [f"missing {k}" for k in own if k not in state]
@@ -135,8 +157,8 @@ def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise CheckpointError(
-            f"model.init_from: the weights of '{component or 'model'}' in {path} don't fit this model's "
-            f"(build it with the same sizes as the pretrained one): {shown}"
+            f"the weights of '{component or 'model'}' in {path} don't fit this model's "
+            f"(build it with the same sizes as the pretrained one): {shown}", key=_INIT_FROM
         )
     target.load_state_dict(state)
     if spec.freeze:

@@ -35,10 +35,10 @@ def _conv_sides(image_size: int, layers: int) -> list[int]:
 def _check(variant: str, in_channels: Optional[int], image_size: Optional[int], hidden: list[int]) -> None:
     if variant == "conv" and (in_channels is None or image_size is None):
         raise ConfigError(
-            "model.variant: 'conv' needs square images (N, C, H, W) as inputs; use variant: mlp for other data"
+            "'conv' needs square images (N, C, H, W) as inputs; use variant: mlp for other data", key=("model", "variant")
         )
     if not hidden:
-        raise ConfigError("model.hidden: give at least one layer width (mlp) or channel count (conv)")
+        raise ConfigError("give at least one layer width (mlp) or channel count (conv)", key=("model", "hidden"))
 
 
 def build_encoder(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -14,12 +14,16 @@ ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("leaky_relu")(nn.LeakyReLU)
 ACTIVATIONS.register("prelu")(nn.PReLU)
 ACTIVATIONS.register("elu")(nn.ELU)
-ACTIVATIONS.register("gelu")(nn.GELU)
+ACTIVATIONS.register("gelu", bounds={"approximate": Literal["none", "tanh"]})(nn.GELU)
 ACTIVATIONS.register("silu")(nn.SiLU)
 ACTIVATIONS.register("swish", note="alias of silu")(nn.SiLU)
 ACTIVATIONS.register("mish")(nn.Mish)
 ACTIVATIONS.register("tanh")(nn.Tanh)
 ACTIVATIONS.register("sigmoid")(nn.Sigmoid)
+
+
+ACTIVATIONS.set_checks(dry_build=ACTIVATIONS.build)
+INITS.set_checks(dry_build=lambda spec: INITS.build(spec, weight=torch.empty(4, 4)))
 
 
 def as_spec(value: str | dict[str, Any]) -> dict[str, Any]:

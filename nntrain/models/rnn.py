@@ -137,13 +137,13 @@ def _build(
 ) -> nn.Module:
     if (num_classes is None) == (output_size is None):
         raise ConfigError(
-            f"model: '{name}' needs exactly one of num_classes (classification) or output_size "
-            f"(regression, forecasting); the data sets the one that applies"
+            f"'{name}' needs exactly one of num_classes (classification) or output_size "
+            f"(regression, forecasting); the data sets the one that applies", key=("model",)
         )
     if vocab_size is None and input_size is None:
         raise ConfigError(
-            f"model: '{name}' needs sequences: (N, T, F) real values (input_size) or (N, T) token ids "
-            f"(vocab_size); this data has neither"
+            f"'{name}' needs sequences: (N, T, F) real values (input_size) or (N, T) token ids "
+            f"(vocab_size); this data has neither", key=("model",)
         )
     model = SequenceModel(
         cell, num_classes or output_size, input_size, vocab_size, padding_idx, **kwargs

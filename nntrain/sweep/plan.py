@@ -9,16 +9,17 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from nntrain.callbacks import Callback, improved
-from nntrain.config import (
-    TASK_METRICS, Config, Key, SweepConfig, SweepParam, _read_yaml, _Source, apply_overrides, set_key,
-    monitor_mode, validate,
-)
-from nntrain.errors import ConfigError, RunError
+from nntrain.config import Config, Key, SweepConfig, SweepParam
+from nntrain.config_file import Source, apply_overrides, read_yaml, set_key
+from nntrain.errors import ConfigError, Interrupted, RunError
+from nntrain.metrics import monitor_mode
+from nntrain.validate import validate
 
 if TYPE_CHECKING:
     import optuna
@@ -101,10 +102,10 @@ class Param:
         return [s.low, s.high]
 
 
-class _TrialSource(_Source):
+class _TrialSource(Source):
     """Problems with a searched key point at its line under `sweep.params`."""
 
-    def __init__(self, base: _Source, params: dict[Key, str]):
+    def __init__(self, base: Source, params: dict[Key, str]):
         super().__init__(base.path, base.lines)
         self.overrides = base.overrides
         self.params = params
@@ -124,12 +125,14 @@ class Plan:
     path: Path
     overrides: list[str]
     raw: dict[str, Any]  # the resolved config (defaults filled in, overrides applied), without `sweep`
-    source: _Source
+    source: Source
     cfg: Config
     params: list[Param]
     direction: str  # maximize | minimize
     trials: int
     max_epochs: int
+    threads: Optional[int] = None  # CPU threads of a trial that sets none: this process's share (--workers)
+    sampler_seed: Optional[int] = None  # this process's sampler seed (open_study sets it)
 
     @property
     def sweep(self) -> SweepConfig:
@@ -140,13 +143,25 @@ class Plan:
     def mode(self) -> str:
         return "max" if self.direction == "maximize" else "min"
 
-    def config(self, values: dict[str, Any]) -> Config:
-        """The config of a trial: the base with `values` (by param name) set, validated like a file."""
+    def config(self, values: dict[str, Any], settings: Optional[dict[str, Any]] = None) -> Config:
+        """The config of a trial: the base with `values` (by param name) set, validated like a file.
+
+        `settings` (dotted key -> value) are what the process running the trial chose where the
+        config leaves the key unset (`train.threads`): recorded so that the trial's config, and
+        best.yaml, reproduce its numbers.
+        """
         raw = copy.deepcopy(self.raw)
         chosen = [p for p in self.params if p.name in values]
         where = {p.key: self.source.where(("sweep", "params", p.name)) for p in chosen}
         for p in sorted(chosen, key=lambda p: len(p.key)):  # a whole section before keys inside it
             set_key(raw, p.key, copy.deepcopy(values[p.name]), f"{where[p.key]} sweep.params.{p.name}")
+        for name, value in (settings or {}).items():
+            key = tuple(name.split("."))
+            node: Any = raw
+            for part in key[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and node.get(key[-1]) is None:
+                node[key[-1]] = value
         return validate(raw, _TrialSource(self.source, where))
 
     def decode(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +173,7 @@ class Plan:
 def load_plan(path: str | Path, overrides: list[str] = ()) -> Plan:
     """Reads a config with a `sweep:` section; checks every searched key and its range like a `--set`."""
     path = Path(path)
-    raw, source = _read_yaml(path)
+    raw, source = read_yaml(path)
     raw = apply_overrides(raw, list(overrides), source)
     cfg = validate(raw, source)
     if cfg.sweep is None:
@@ -221,14 +236,6 @@ class TrialReporter(Callback):
         self.best: Optional[float] = None
         self.pruned_at: Optional[int] = None
 
-    def on_fit_start(self, trainer: "Trainer") -> None:
-        task = trainer.data.info.task
-        measured = ("train/loss", "val/loss", *TASK_METRICS.get(task, ()))
-        if self.metric not in measured:
-            raise ConfigError(
-                f"sweep.metric: '{self.metric}' is not measured on {task} data (measured: {', '.join(measured)})"
-            )
-
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric)
         if value is None or not math.isfinite(value):
@@ -255,21 +262,37 @@ def run_trial(plan: Plan, trial: "optuna.Trial", sweep_dir: Path, console: Any =
         TrialFailed: its config is invalid or its training failed (a diverging loss).
     """
     import optuna
+    import torch
 
-    from nntrain.experiment import fit
+    from nntrain.fit import fit
+    from nntrain.sweep import procs
 
+    # Who runs it: a trial whose process is found dead on this host is run again at once.
+    trial.set_user_attr("owner", {"host": procs.host(), "pid": os.getpid(), "number": trial.number})
+    if plan.sampler_seed is not None:
+        trial.set_user_attr("sampler_seed", plan.sampler_seed)
     values = {p.name: p.suggest(trial) for p in plan.params}
     run_dir = sweep_dir / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", str(run_dir))
+    # Settings that change the numbers and that the config may leave to the process: kept in the
+    # trial's config.yaml and in best.yaml, so that `nntrain fit` on either trains the same weights.
+    settings = {"train.threads": plan.threads or torch.get_num_threads()}
+    trial.set_user_attr("settings", settings)
     try:
-        cfg = plan.config(values)
+        cfg = plan.config(values, settings)
     except ConfigError as exc:
         raise _fail(trial, exc) from None
     reporter = TrialReporter(trial, plan.sweep.metric, plan.mode)
     try:
-        summary = fit(cfg, console, progress=False, extra_callbacks=[reporter], run_dir=run_dir)
+        summary = fit(
+            cfg, console, progress=False, extra_callbacks=[reporter], run_dir=run_dir,
+            monitors={"sweep.metric": plan.sweep.metric},
+        )
     except RunError as exc:
         raise _fail(trial, exc) from None
+    except (Interrupted, KeyboardInterrupt):
+        trial.set_user_attr("interrupted", trial.number)  # cut short by a signal: --resume runs it again
+        raise
     trial.set_user_attr("epochs", summary["epochs"])
     if summary.get("test"):  # the best checkpoint on the test split (train.test_at_end)
         trial.set_user_attr("test", summary["test"])

@@ -15,23 +15,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nntrain.config import to_yaml
-from nntrain.errors import ConfigError, Interrupted, RunError
+from nntrain.errors import ConfigError, Interrupted, NntrainError, RunError
+from nntrain.sweep import procs
 from nntrain.sweep.plan import SCALARS, Plan, format_value, load_plan, value_label
-from nntrain.sweep.study import count_trials, mask_url, open_study, requeue_cut_short, work
+from nntrain.sweep.study import (
+    SEED_ATTR, count_trials, mask_url, open_study, requeue_cut_short, storage_errors, work,
+)
 
 STORAGE_ENV = "NNTRAIN_SWEEP_STORAGE"  # --storage from the environment: keeps a password off the command line
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix" or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+WORKERS_STOP_S = 15.0  # how long --resume waits for the workers of a killed sweep to stop
 
 
 @dataclass
@@ -47,7 +39,7 @@ class SweepPlace:
 
 def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Optional[str]) -> SweepPlace:
     if resume is None:
-        from nntrain.experiment import make_run_dir
+        from nntrain.run_dir import make_run_dir
 
         sweep_dir = make_run_dir(plan.cfg, prefix="sweep-", what="sweep")
         meta = {
@@ -97,39 +89,40 @@ def run_sweep(
     Raises:
         Interrupted: a signal stopped the sweep; `--resume` runs the trial it cut short again.
     """
+    if worker is not None:
+        procs.die_with_parent()  # first: a worker must not outlive the sweep, even while it starts
     plan = load_plan(config, list(overrides))
     place = _place(plan, resume, storage, study_name)
     if worker is not None:  # a process of --workers N: trials only
-        if workers > 1:
-            import torch
-
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the cores are shared
+        if workers > 1:  # the cores are shared; the count is recorded in each trial's config
+            plan.threads = max(1, (os.cpu_count() or 1) // workers)
         study = open_study(plan, place.storage, place.study, not place.local, worker)
-        work(plan, study, place.sweep_dir, console)
+        with storage_errors(place.storage):
+            work(plan, study, place.sweep_dir, console)
         return None
     lock = place.sweep_dir / "sweep.pid"
-    if place.resumed and lock.is_file():
-        pid = int(lock.read_text().strip() or 0)
-        if _alive(pid):
-            raise ConfigError(f"--resume {place.sweep_dir}: the sweep is still running (process {pid})")
+    if place.resumed:
+        _check_stopped(place, lock)
     try:
         study = open_study(plan, place.storage, place.study, not place.local)
-    except ConfigError:
+    except NntrainError:
         if not place.resumed:  # nothing ran: leave no empty sweep folder behind
             shutil.rmtree(place.sweep_dir, ignore_errors=True)
         raise
-    lock.write_text(str(os.getpid()))
+    procs.write_pids(lock, [os.getpid()])
     try:
-        requeued = requeue_cut_short(study, place.local) if place.resumed else 0
-        done, running = count_trials(study)
+        with storage_errors(place.storage):
+            requeued = requeue_cut_short(study, place.local, place.sweep_dir) if place.resumed else 0
+            done, running = count_trials(study)
         workers = max(1, min(workers, plan.trials - done - running))  # no more workers than trials left
         if console is not None:
             _print_header(console, plan, place, done, requeued, workers)
         if workers > 1:
-            _run_workers(plan, place, workers)
+            _run_workers(plan, place, workers, lock)
         else:
             try:
-                work(plan, study, place.sweep_dir, console)
+                with storage_errors(place.storage):
+                    work(plan, study, place.sweep_dir, console)
             except (Interrupted, KeyboardInterrupt) as exc:
                 signum = exc.exit_code - 128 if isinstance(exc, Interrupted) else signal.SIGINT
                 raise Interrupted(
@@ -137,9 +130,29 @@ def run_sweep(
                     signum, str(place.sweep_dir),
                 ) from None
     finally:
-        summary = summarize(plan, study, place)
+        with storage_errors(place.storage):
+            summary = summarize(plan, study, place)
         lock.unlink(missing_ok=True)
     return summary
+
+
+def _check_stopped(place: SweepPlace, lock: Path) -> None:
+    """--resume: the sweep's processes must be gone, or a trial would run twice at once.
+
+    sweep.pid lists the sweep process and its workers. Workers of a sweep killed with -9 stop on
+    their own (they die with their parent, after saving their trial's last.pt): wait for that.
+    """
+    pids = procs.read_pids(lock)
+    if not pids:
+        return
+    if procs.alive(pids[0]):
+        raise ConfigError(f"--resume {place.sweep_dir}: the sweep is still running (process {pids[0]})")
+    left = procs.wait_gone(pids[1:], WORKERS_STOP_S)
+    if left:
+        raise ConfigError(
+            f"--resume {place.sweep_dir}: worker process(es) {', '.join(map(str, left))} of the stopped sweep are "
+            f"still running; stop them (kill {' '.join(map(str, left))}) and resume again"
+        )
 
 
 def _print_header(console: Any, plan: Plan, place: SweepPlace, done: int, requeued: int, workers: int) -> None:
@@ -154,36 +167,42 @@ def _print_header(console: Any, plan: Plan, place: SweepPlace, done: int, requeu
         console.print(f"  {verb}: {done} of {plan.trials} trials finished{again}", highlight=False)
     if workers > 1:
         console.print(f"  {workers} worker processes", highlight=False)
+    elif plan.sampler_seed is not None:
+        shared = "" if place.local else " (a random part per process: the study may be shared)"
+        console.print(f"  sampler seed {plan.sampler_seed}{shared}", highlight=False)
 
 
-def _run_workers(plan: Plan, place: SweepPlace, workers: int) -> None:
+def _run_workers(plan: Plan, place: SweepPlace, workers: int, lock: Path) -> None:
     """`--workers N`: N processes of `nntrain sweep --worker`, each asking the study for trials.
 
-    Each gets its own session, so a Ctrl-C reaches this process only, which passes it on once.
+    Each gets its own session, so a Ctrl-C reaches this process only, which passes it on once; and
+    each dies with this process (procs.die_with_parent), even when it is killed with -9.
     """
     env = dict(os.environ)
     env.pop(STORAGE_ENV, None)
+    env[procs.PARENT_ENV] = str(os.getpid())
     if not place.local:
         env[STORAGE_ENV] = place.storage  # not on the command line, where `ps` would show a password
     base = [sys.executable, "-m", "nntrain", "sweep", str(plan.path)]
     for text in plan.overrides:
         base += ["--set", text]
     base += ["--resume", str(place.sweep_dir), "--study", place.study, "--workers", str(workers)]
-    procs = [
+    children = [
         subprocess.Popen([*base, "--worker", str(i)], env=env, start_new_session=True) for i in range(workers)
     ]
+    procs.write_pids(lock, [os.getpid(), *(p.pid for p in children)])  # what --resume waits for
     received: Optional[int] = None
 
     def forward(signum: int, frame: Any = None) -> None:
         nonlocal received
         received = signum
-        for p in procs:
+        for p in children:
             if p.poll() is None:
                 p.send_signal(signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
-        for p in procs:
+        for p in children:
             while True:
                 try:
                     p.wait()
@@ -192,7 +211,7 @@ def _run_workers(plan: Plan, place: SweepPlace, workers: int) -> None:
                     forward(signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    codes = [p.returncode for p in procs]
+    codes = [p.returncode for p in children]
     if received is not None or any(c in (130, 143) for c in codes):
         signum = received or signal.SIGINT
         raise Interrupted(
@@ -226,6 +245,8 @@ def summarize(plan: Plan, study: Any, place: SweepPlace) -> dict[str, Any]:
             "run_dir": t.user_attrs.get("run_dir"),
             "test": t.user_attrs.get("test"),
             "error": t.user_attrs.get("error"),
+            "settings": t.user_attrs.get("settings"),
+            SEED_ATTR: t.user_attrs.get(SEED_ATTR),
         })
     complete = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
     pick = max if plan.direction == "maximize" else min
@@ -248,7 +269,7 @@ def summarize(plan: Plan, study: Any, place: SweepPlace) -> dict[str, Any]:
     folder = place.sweep_dir
     try:
         if best is not None:
-            cfg = plan.config(best["params"])
+            cfg = plan.config(best["params"], best["settings"])  # as the trial ran: its threads too
             path = folder / "best.yaml"
             header = (
                 f"# nntrain fit {path}\n"

@@ -39,8 +39,8 @@ def test_check_writes_nothing(tmp_path, cli, write_config):
 
 
 def test_updates_per_epoch_count_accumulation(tmp_path, write_config):
-    from nntrain.config import load_config
-    from nntrain.experiment import build_parts
+    from nntrain.validate import load_config
+    from nntrain.build import build_parts
 
     cfg = load_config(write_config(tmp_path, train={"accumulate": 4, "epochs": 1, "device": "cpu"}))
     parts = build_parts(cfg)
@@ -162,8 +162,8 @@ def test_build_callbacks_order_and_ranks(tmp_path, write_config):
     from nntrain.callbacks import (
         Callback, EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger,
     )
-    from nntrain.config import load_config
-    from nntrain.experiment import build_callbacks
+    from nntrain.validate import load_config
+    from nntrain.build import build_callbacks
 
     cfg = load_config(write_config(tmp_path, train={"early_stopping": {"monitor": "val/acc"}, "device": "cpu"}))
     extra = Callback()
@@ -176,11 +176,11 @@ def test_build_callbacks_order_and_ranks(tmp_path, write_config):
     assert checkpointer.folder == tmp_path / "run" / "checkpoints"
     callbacks[1].writer.close()
 
-    # Other ranks write no files: early stopping and the extra callbacks only; the checkpointer
-    # still exists (fit reports its best value) but is not attached.
+    # Other ranks write no files: early stopping, the extra callbacks and a checkpointer that
+    # writes nothing (it builds the checkpoint state with the others: gathering loss sums is a collective).
     callbacks, checkpointer = build_callbacks(cfg, tmp_path / "run2", main=False, extra=[extra])
-    assert [type(cb) for cb in callbacks] == [EarlyStopping, Callback]
-    assert isinstance(checkpointer, ModelCheckpoint)
+    assert [type(cb) for cb in callbacks] == [EarlyStopping, Callback, ModelCheckpoint]
+    assert callbacks[-1] is checkpointer and not checkpointer.write
 
     cfg.log.tensorboard = False
     callbacks, _ = build_callbacks(cfg, tmp_path / "run3", progress=False)

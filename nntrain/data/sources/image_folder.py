@@ -1,0 +1,73 @@
+"""`image_folder`: images in `root/<class>/<file>` (torchvision's ImageFolder layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from nntrain.data.image_cache import load_images
+from nntrain.data.info import DataInfo
+from nntrain.data.reading import IMAGE_EXTENSIONS, existing_folder, float_images
+from nntrain.data.splits import DEFAULT_CONTEXT, PositiveInt, SourceContext, Splits
+from nntrain.errors import DataError
+from nntrain.registries import DATASETS
+
+
+@DATASETS.register("image_folder", runtime=("context",))
+def image_folder(
+    root: str,
+    size: Union[PositiveInt, list[PositiveInt]] = 32,
+    grayscale: bool = False,
+    test_root: Optional[str] = None,
+    cache: bool = True,
+    *,
+    context: SourceContext = DEFAULT_CONTEXT,
+) -> Splits:
+    """Images in `root/<class>/<file>` (torchvision's ImageFolder layout), resized to `size`.
+
+    Every image is decoded once, on a thread pool, into a uint8 tensor kept in memory; with
+    `cache` (default) the tensor is also kept on disk (`~/.cache/nntrain/images`, or
+    $NNTRAIN_CACHE_DIR) and later runs read it back, as long as no file changed (paths, sizes
+    and modification times are its key). `size` is one side or [height, width]. `test_root`
+    has the same layout and the same classes.
+    """
+    if not isinstance(size, int) and len(size) != 2:
+        raise DataError(f"data.dataset.size: give one side or [height, width] (got {size})")
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    files, labels, classes = _samples(root, "root", None)
+    test = None if test_root is None else _samples(test_root, "test_root", classes)  # checked before decoding
+    pixels = load_images(Path(root), files, height, width, grayscale, cache)
+    x, y = float_images(pixels), torch.tensor(labels, dtype=torch.long)
+    x_test = y_test = None
+    if test is not None:
+        x_test = float_images(load_images(Path(test_root), test[0], height, width, grayscale, cache))
+        y_test = torch.tensor(test[1], dtype=torch.long)
+    return Splits(x, y, DataInfo("classification", tuple(x.shape[1:]), len(classes), classes), x_test, y_test)
+
+
+def _samples(folder: str, key: str, classes: Optional[list[str]]) -> tuple[list[Path], list[int], list[str]]:
+    """The image files under `folder`, their class indices and the class names (its subfolders)."""
+    top = existing_folder(folder, key)
+    found = sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes is not None and found != classes:
+        raise DataError(
+            f"data.dataset.{key}: the classes in '{folder}' {found} differ from the training classes {classes}"
+        )
+    samples = [
+        (file, label)
+        for label, name in enumerate(found)
+        for file in sorted((top / name).rglob("*"))
+        if file.suffix.lower() in IMAGE_EXTENSIONS and file.is_file()
+    ]
+    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+    if not found or not samples:
+        raise DataError(f"data.dataset.{key}: no images in '{folder}'; expected {folder}/<class>/<image> ({extensions})")
+    empty = sorted(set(found) - {found[label] for _, label in samples})
+    if empty:
+        raise DataError(
+            f"data.dataset.{key}: class folders without images in '{folder}': {', '.join(empty)} "
+            f"(each subfolder is a class; remove it, or add images: {extensions})"
+        )
+    return [file for file, _ in samples], [label for _, label in samples], found

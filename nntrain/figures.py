@@ -1,0 +1,200 @@
+"""Figures of a model's results: confusion matrix, per-class bars, reliability diagram, sample
+galleries, regression scatter and residuals, training curves (`nntrain report`, and the confusion
+matrix TensorBoard shows each validation).
+
+A leaf module: it takes plain arrays and lists, and draws with matplotlib's object API
+(`Figure` + the Agg canvas: no pyplot state, no display), imported when a figure is drawn.
+`png(fig)` gives the PNG bytes, `rgb(fig)` an (H, W, 3) uint8 array.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Cells are annotated with their counts up to this many classes; tick labels name classes up to LABELLED.
+ANNOTATED, LABELLED = 20, 60
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def rgb(fig: Figure) -> np.ndarray:
+    """The figure as an (H, W, 3) uint8 array (TensorBoard's add_image with dataformats='HWC')."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _short(label: str, limit: int = 14) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def confusion_matrix(
+    counts: Sequence[Sequence[int]], labels: Sequence[str], title: str = "confusion matrix"
+) -> Figure:
+    """Heatmap of the row-normalized matrix (the share of each true class predicted as each class),
+    annotated with the counts for up to ANNOTATED classes; rows true, columns predicted."""
+    matrix = np.asarray(counts, dtype=np.float64)
+    k = len(matrix)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = min(3.0 + 0.45 * k, 14.0)
+    fig = _figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    if k <= ANNOTATED:
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8 if k > 10 else 9,
+                            color="white" if share[i, j] > 0.5 else "black")
+    if k <= LABELLED:
+        names = [_short(str(label)) for label in labels]
+        ax.set_xticks(range(k), names, rotation=90 if k > 10 or max(map(len, names)) > 3 else 0)
+        ax.set_yticks(range(k), names)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    return fig
+
+
+def class_bars(labels: Sequence[str], values: Sequence[float], what: str = "F1",
+               support: Sequence[int] | None = None, mean: float | None = None) -> Figure:
+    """One bar per class (per-class F1); a dashed line at `mean` (the macro average; default: the
+    mean of the bars); a class with no sample (`support` 0) hatched."""
+    k = len(labels)
+    fig = _figure(min(3.0 + 0.35 * k, 16.0), 3.6)
+    ax = fig.add_subplot()
+    values = np.asarray(values, dtype=np.float64)
+    ax.bar(range(k), values, color="#4c72b0")
+    if support is not None:  # a class that never occurs: hatched, its F1 is 0 by definition
+        for i, s in enumerate(support):
+            if s == 0:
+                ax.bar(i, 1, color="none", edgecolor="#999999", hatch="//")
+    mean = float(values.mean()) if mean is None and k else (mean or 0.0)
+    ax.axhline(mean, color="#dd8452", linestyle="--", label=f"macro {what} {mean:.3f}")
+    if k <= LABELLED:
+        ax.set_xticks(range(k), [_short(str(label)) for label in labels], rotation=90 if k > 10 else 0)
+    ax.set(ylim=(0, 1.05), ylabel=what, title=f"{what} per class")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def reliability(bins: Sequence[dict[str, Any]], ece: float | None = None) -> Figure:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (the diagonal is
+    perfect calibration), above the number of samples per bin."""
+    fig = _figure(5.5, 5.5)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    low = np.array([b["low"] for b in bins])
+    width = np.array([b["high"] - b["low"] for b in bins])
+    accuracy = np.array([b["accuracy"] if b["accuracy"] is not None else np.nan for b in bins])
+    confidence = np.array([b["confidence"] if b["confidence"] is not None else np.nan for b in bins])
+    top.bar(low, np.nan_to_num(accuracy), width=width, align="edge", color="#4c72b0", edgecolor="white",
+            label="accuracy")
+    top.plot(confidence, confidence, "o", color="#dd8452", markersize=4, label="mean confidence")
+    top.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+    title = "reliability diagram" + (f" (ECE {ece:.4f})" if ece is not None else "")
+    top.set(ylim=(0, 1), xlim=(0, 1), ylabel="accuracy", title=title)
+    top.legend(loc="upper left")
+    bottom.bar(low, [b["count"] for b in bins], width=width, align="edge", color="#8c8c8c", edgecolor="white")
+    bottom.set(xlabel="confidence (top-1 probability)", ylabel="samples")
+    return fig
+
+
+def _grid(n: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return -(-n // cols), cols
+
+
+def images(tiles: Sequence[np.ndarray], captions: Sequence[str], cols: int = 8, title: str = "") -> Figure:
+    """A grid of images ((H, W) gray or (H, W, 3), values in [0, 1]), each with its caption."""
+    rows, cols = _grid(len(tiles), cols)
+    fig = _figure(1.6 * cols, 1.75 * rows + (0.3 if title else 0))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, tile, caption in zip(axes, tiles, captions):
+        ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def series(panels: Sequence[Sequence[tuple[str, np.ndarray]]], captions: Sequence[str], cols: int = 4,
+           title: str = "") -> Figure:
+    """Small line plots: each panel holds one or more labelled series ((T,) or (T, F) arrays)."""
+    rows, cols = _grid(len(panels), cols)
+    fig = _figure(2.6 * cols, 1.9 * rows + (0.3 if title else 0))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    for ax, lines, caption in zip(axes, panels, captions):
+        for label, values in lines:
+            ax.plot(values, linewidth=1, label=label or None)
+        ax.set_title(caption, fontsize=7)
+        ax.tick_params(labelsize=6)
+        if any(label for label, _ in lines):
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def predicted_vs_true(true: np.ndarray, pred: np.ndarray, what: str = "value") -> Figure:
+    """Scatter of predictions against targets, with the diagonal of perfect prediction."""
+    fig = _figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    ax.scatter(true, pred, s=8, alpha=0.5, color="#4c72b0", edgecolors="none")
+    finite = np.concatenate([true[np.isfinite(true)], pred[np.isfinite(pred)]])
+    low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    ax.plot([low, high], [low, high], "--", color="gray", linewidth=1)
+    ax.set(xlabel=f"true {what}", ylabel=f"predicted {what}", title="predicted against true")
+    return fig
+
+
+def residuals(true: np.ndarray, pred: np.ndarray, what: str = "value") -> Figure:
+    """Residuals (predicted - true) against the prediction, and their histogram."""
+    fig = _figure(9.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    residual = pred - true
+    left.scatter(pred, residual, s=8, alpha=0.5, color="#4c72b0", edgecolors="none")
+    left.axhline(0, color="gray", linestyle="--", linewidth=1)
+    left.set(xlabel=f"predicted {what}", ylabel="residual (predicted - true)", title="residuals")
+    right.hist(residual, bins=40, color="#4c72b0")
+    right.set(xlabel="residual", ylabel="samples", title="distribution of residuals")
+    return fig
+
+
+def training_curves(curves: dict[str, dict[str, tuple[list[float], list[float]]]]) -> Figure:
+    """One panel per entry of `curves` (title -> {series label -> (x, y)})."""
+    fig = _figure(4.2 * len(curves), 3.5)
+    axes = np.atleast_1d(fig.subplots(1, len(curves), squeeze=False)).ravel()
+    for ax, (title, lines) in zip(axes, curves.items()):
+        for label, (x, y) in lines.items():
+            style = {"marker": "o", "markersize": 3} if len(x) < 30 else {}
+            ax.plot(x, y, linewidth=1.2, label=label, **style)
+        xlabel = "step"
+        ax.set(title=title, xlabel=xlabel)
+        if title == "learning rate" and all(v > 0 for _, (_, y) in lines.items() for v in y):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,108 @@
+"""Processes of a sweep: which are alive, and workers that die with the process that started them.
+
+`nntrain sweep --workers N` starts N worker processes in their own sessions (a Ctrl-C at the
+terminal reaches the parent only, which passes it on once). Their own sessions also mean that
+nothing ends them when the parent is killed with -9, so each worker asks the kernel for SIGTERM
+when its parent dies (Linux: prctl PR_SET_PDEATHSIG) and, on every system, watches its parent's
+pid from a thread: an orphaned worker stops its trial like on a SIGTERM (last.pt saved, the trial
+failed so that a resume runs it again) and is killed outright if it has not stopped 20 s later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+PARENT_ENV = "NNTRAIN_SWEEP_PARENT"  # set by the parent for its --worker processes: its pid
+KILL_AFTER_S = 20.0  # an orphaned worker that did not stop on SIGTERM is killed this long after
+_PR_SET_PDEATHSIG = 1
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie, exited but not yet reaped, is not).
+
+    A pid reused by another program counts as alive: the safe side, as its trials then wait for
+    their heartbeat to expire instead of being run twice.
+    """
+    if os.name != "posix" or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS), or it exited meanwhile: the kernel said alive
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Waits up to `timeout` seconds for `pids` to exit; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [p for p in left if alive(p)]
+    return left
+
+
+def _pdeathsig(signum: int) -> bool:
+    """Linux: the kernel sends `signum` to this process when its parent dies. False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent() -> None:
+    """In a --worker process: stop when the sweep process that started it is gone.
+
+    The parent's pid comes from $NNTRAIN_SWEEP_PARENT (a worker started by hand has none: no-op).
+    """
+    text = os.environ.get(PARENT_ENV, "")
+    if not text.isdigit():
+        return
+    parent = int(text)
+    armed = _pdeathsig(signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the kernel was asked
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        if not armed:
+            os.kill(os.getpid(), signal.SIGTERM)  # stops the trial like a SIGTERM from the parent
+        time.sleep(KILL_AFTER_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="nntrain-parent-watch", daemon=True).start()
+
+
+def read_pids(path: Path) -> list[int]:
+    """sweep.pid: the sweep process's pid on the first line, its worker processes' below."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [int(line) for line in text.split() if line.strip().isdigit()]
+
+
+def write_pids(path: Path, pids: list[int]) -> None:
+    path.write_text("".join(f"{p}\n" for p in pids), encoding="utf-8")
