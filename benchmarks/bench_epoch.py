@@ -2,6 +2,7 @@
 
     python benchmarks/bench_epoch.py [--epochs 5] [--models mlp,lenet] [--data ../shared/data/mnist]
                                      [--threads N] [--device cuda] [--precision bf16] [--compile]
+                                     [--ema 0.999]
 
 Both sides train the same architecture (built by nntrain's model builder, starting from the same
 weights) on the same in-memory tensors (the real MNIST training split that nntrain prepared, 54,000
@@ -15,6 +16,10 @@ Cases: `mlp` (784-128-10), `lenet`, `lenet_crop` (LeNet with random_crop padding
 model of configs/mnist_autoencoder.yaml (conv, channels [32, 64], a 32-number code, denoising
 noise 0.2) with `data.task: reconstruction` on pixels in [0, 1] and bce_with_logits against the
 clean input.
+
+`--ema DECAY` turns on nntrain's `train.ema` (an average of the weights after every update) and
+gives the hand loop torch's own `AveragedModel` with `get_ema_multi_avg_fn`, updated after every
+step; comparing with a run without it gives the cost of EMA per step.
 
 `--device cuda`, `--precision bf16` and `--compile` set nntrain's `train.device`, `precision` and
 `compile`; the hand loop then does what a careful hand-written GPU loop does (data on the GPU,
@@ -105,6 +110,7 @@ class Setup:
     device: str = "cpu"
     precision: str = "fp32"
     compile: bool = False
+    ema: float | None = None  # train.ema's decay (None: no averaging)
 
 
 def make_config(model: dict, data: Path, log_dir: str, crop: bool = False, setup: Setup = Setup()):
@@ -129,6 +135,7 @@ def make_config(model: dict, data: Path, log_dir: str, crop: bool = False, setup
             "train": {
                 "device": setup.device, "precision": setup.precision, "compile": setup.compile,
                 "checkpoint": {"monitor": "val/mse" if reconstruction else "val/acc"},
+                **({"ema": {"decay": setup.ema}} if setup.ema is not None else {}),
             },
             "log": {"dir": log_dir, "tensorboard": True, "every_n_steps": 50},
         },
@@ -195,6 +202,12 @@ class HandSide:
         self.loss_fn = nn.BCEWithLogitsLoss() if self.reconstruction else nn.CrossEntropyLoss()
         fused = {"fused": True} if device.type == "cuda" else {}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **fused)
+        ema = parts.cfg.train.ema
+        self.ema = None
+        if ema is not None:  # what a hand-written loop with EMA does: torch's AveragedModel
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema.decay), use_buffers=True)
         self.batch_size = parts.cfg.data.batch_size
         self.seed, self.epochs_done = parts.cfg.seed, 0
         self.crop = bool(parts.cfg.data.augment)
@@ -236,6 +249,8 @@ class HandSide:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             loss_sum += loss.detach() * len(idx)  # on the device: no host sync per step
         self.epochs_done += 1
         return (loss_sum / n).item()
@@ -295,8 +310,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="autocast dtype on both sides")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="train.ema with this decay on the nntrain side, torch's AveragedModel on the hand side")
     args = parser.parse_args(argv)
-    setup = Setup(args.device, args.precision, args.compile)
+    setup = Setup(args.device, args.precision, args.compile, args.ema)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown:
@@ -312,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.device.startswith("cuda"):
         where += f" ({torch.cuda.get_device_name(torch.device(args.device))})"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}, {args.precision}, "
-          f"compile {'on' if args.compile else 'off'}, batch 128, Adam lr 1e-3, "
+          f"compile {'on' if args.compile else 'off'}, EMA {args.ema if args.ema is not None else 'off'}, "
+          f"batch 128, Adam lr 1e-3, "
           f"{args.epochs} measured epochs per side (+1 warm-up), interleaved")
     rows = []
     for name in names:

@@ -168,7 +168,8 @@ def main() -> None:
             print(f"| {names['before']} | {r['load_s']:.2f} | | | |")
             continue
         total = r["load_s"] + r["epoch_s"]
-        print(f"| {names[r['case']]} | {r['load_s']:.2f} | {r['epoch_s']:.2f} | {total:.2f} | {total / base_total:.2f}x |")
+        print(f"| {names[r['case']]} | {r['load_s']:.2f} | {r['epoch_s']:.2f} | {total:.2f} | "
+              f"{total / base_total:.2f}x |")
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

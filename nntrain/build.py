@@ -186,7 +186,7 @@ def _build_parts(
     # In-memory data lives where training runs (no per-step copy), unless it doesn't fit there.
     data.to(device, resident=_data_on_device(cfg, data, device))
     for message in device_warnings(cfg, device, data) if distributed.is_main() else ():
-        warnings.warn(cfg.locate_text(message), ConfigWarning, stacklevel=2)
+        warnings.warn(str(cfg.locate(message)), ConfigWarning, stacklevel=2)
     train_loader = TensorLoader(
         *data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed,
         rank=distributed.rank(), world=distributed.world_size(), device=device,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from nntrain import jsonfile
 from nntrain.checkpoint import save_atomic
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         value = metrics[self.monitor]
+        if not math.isfinite(metrics.get("val/loss", 0.0)):
+            value = math.nan  # weights whose validation loss is not finite are never the best (whatever val/acc says)
         is_best = improved(value, self.best, self.mode)
         if is_best:
             self.best, self.best_epoch = value, trainer.epoch
@@ -268,7 +271,7 @@ class TensorBoardLogger(Callback):
         if matrix is None:
             return
         labels = self.classes or [str(i) for i in range(len(matrix))]
-        fig = figures.confusion_matrix(matrix.tolist(), labels, title=f"validation, epoch {trainer.epoch}")
+        fig = figures.confusion_matrix(matrix.tolist(), labels, title=f"validation, epoch {trainer.epoch}", dpi=72)
         self.writer.add_image("val/confusion_matrix", figures.rgb(fig), trainer.step, dataformats="HWC")
 
     def _reconstructions(self, trainer: "Trainer") -> None:
@@ -311,6 +314,15 @@ class TensorBoardLogger(Callback):
             self.writer.add_scalar(key, value, trainer.step)
 
 
+def _step_of(line: str) -> Optional[int]:
+    """The step of a metrics.jsonl line; None for a line a killed run left half-written."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 class MetricsLog(Callback):
     """Appends one JSON object per logged step and per epoch to `metrics.jsonl`."""
 
@@ -319,13 +331,13 @@ class MetricsLog(Callback):
         if resume_step is not None and self.path.exists():
             # Drop what the interrupted run logged after its checkpoint: no step appears twice.
             lines = self.path.read_text(encoding="utf-8").splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
     def _write(self, trainer: "Trainer", kind: str, metrics: dict[str, float]) -> None:
         record = {"kind": kind, "epoch": trainer.epoch, "step": trainer.step, **metrics}
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(jsonfile.dumps(record) + "\n")
 
     def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         self._write(trainer, "step", metrics)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nntrain.errors import ConfigError
-from nntrain.runs import Run, fmt_number, load_run, run_dirs
+from nntrain.runs import Run, load_run, run_dirs
 
 ABSENT = object()  # a key that one run's config doesn't have
 IGNORED = ("log.dir",)  # where a run was written, not what it trained
@@ -61,30 +61,32 @@ class Stat:
         if not self.values:
             return "-"
         whole = all(v.is_integer() for v in self.values)
-        one = lambda v: _fmt(v, 0 if whole else digits)  # noqa: E731
         if not grouped:
-            return one(self.values[0])
-        if len(set(self.values)) == 1:
-            return f"{one(self.values[0])} (n={self.n})"
+            return _fmt(self.values[0], 0 if whole else digits)
+        if len(set(self.values)) == 1:  # a setting more than a measurement (lr, epochs): as written
+            return f"{_fmt(self.values[0], 0 if whole else digits, zeros=False)} (n={self.n})"
         mean, sd = self.mean, self.sd
         assert mean is not None and sd is not None
-        spec = (lambda v: _fmt(v, digits)) if digits is not None else (lambda v: _fmt(v, None))
-        return f"{spec(mean)} ± {_fmt(sd, digits, 2)} (n={self.n})"
+        return f"{_fmt(mean, digits)} ± {_fmt(sd, digits, 2)} (n={self.n})"
 
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "sd": self.sd, "n": self.n, "values": self.values}
 
 
-def _fmt(value: float, digits: Optional[int], significant: int = 4) -> str:
-    """`digits` decimals, or `significant` digits (None); thousands separated."""
+def _fmt(value: float, digits: Optional[int], significant: int = 4, zeros: bool = True) -> str:
+    """`digits` decimals, or `significant` digits (None), trailing zeros kept (0.9300 beside
+    0.9311) unless `zeros` is False."""
     if digits is not None:
         return f"{value:,.{digits}f}"
     if value != 0 and not 1e-4 <= abs(value) < 1e6:
         return f"{value:.{significant - 1}e}"
-    return f"{value:.{significant}g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:#.{significant}g}".rstrip(".") if zeros else f"{value:.{significant}g}"
 
 
-DIGITS = {"time s": 1, "samples/s": 0}  # decimals of some rows; the rest: 4 significant digits
+# Decimals of some rows; the rest get 4 significant digits.
+DIGITS = {"time s": 1, "samples/s": 0, "epochs": 1, "best epoch": 1}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -167,9 +169,11 @@ def metric_rows(cols: list[Column]) -> list[tuple[str, list[Stat]]]:
     finals = list(dict.fromkeys(k for r in runs for k in r.final))
     for key in finals:
         out.append((f"final {key}", _values(cols, lambda r, k=key: r.final.get(k))))
-    for monitor in dict.fromkeys(r.monitor for r in runs if r.best is not None):
+    monitors = list(dict.fromkeys(r.monitor for r in runs if r.best is not None))
+    for monitor in monitors:
+        epoch = "best epoch" if len(monitors) == 1 else f"best epoch ({monitor})"
         out.append((f"best {monitor}", _values(cols, lambda r, m=monitor: r.best if r.monitor == m else None)))
-        out.append(("best epoch", _values(cols, lambda r, m=monitor: r.best_epoch if r.monitor == m else None)))
+        out.append((epoch, _values(cols, lambda r, m=monitor: r.best_epoch if r.monitor == m else None)))
     for key in dict.fromkeys(k for r in runs for k in r.test):
         out.append((f"{key} (best.pt)", _values(cols, lambda r, k=key: r.test.get(k))))
     out.append(("epochs", _values(cols, lambda r: r.epochs_done)))
@@ -333,7 +337,8 @@ def _html(comparison: Comparison, svg: str, key: str) -> str:
     head = "".join(f"<th>{html.escape(c.label)}</th>" for c in comparison.cols)
     body = []
     for label, cells in comparison.config:
-        body.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{html.escape(v)}</td>" for v in cells) + "</tr>")
+        tds = "".join(f"<td>{html.escape(v)}</td>" for v in cells)
+        body.append(f"<tr><td>{html.escape(label)}</td>{tds}</tr>")
     for label, stats in comparison.metrics:
         cells = "".join(f"<td>{html.escape(s.text(c.grouped, DIGITS.get(label)))}</td>"
                         for s, c in zip(stats, comparison.cols))

@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import typing
 from typing import Any, Literal
 
@@ -358,15 +357,7 @@ class Config(_Strict):
         returns the error."""
         if self._source is None:
             return exc
-        if exc.key is None and exc.where is None:
-            key = _legacy_key(exc.message)
-            exc.where = None if key is None else self.where(key)
         return exc.locate(self.where)
-
-    def locate_text(self, text: str) -> str:
-        """`text` (`key: message`, e.g. a warning) with the place of its key in front."""
-        key = _legacy_key(text)
-        return text if key is None or self._source is None else f"{self.where(key)} {text}"
 
     def with_source(self, source: Source) -> Config:
         """Remembers where each key came from (for `where` and `locate`); returns self."""
@@ -377,15 +368,6 @@ class Config(_Strict):
 
     def __eq__(self, other: object) -> bool:  # the content; not where it was read from
         return isinstance(other, Config) and self.model_dump() == other.model_dump()
-
-
-def _legacy_key(message: str) -> Key | None:
-    """TRANSITIONAL, for messages that still start with their key (`data.dataset.path: ...`)
-    instead of passing `key=` (nntrain/data raises them so until it moves over): that key."""
-    match = re.match(r"([A-Za-z_]\w*(?:\.\w+)*)(?: \([^)]*\))?: ", message)
-    if match is None or match.group(1).split(".")[0] not in Config.model_fields:
-        return None  # not a key of the config: a message may start with a file's name (`a.csv: ...`)
-    return tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
 
 
 def _fields_at(loc: Key) -> list[str]:

@@ -4,6 +4,9 @@ which says where each key came from.
 Reading is bounded: a file over `MAX_BYTES`, nesting deeper than `MAX_DEPTH`, more than
 `MAX_VALUES` values once aliases are expanded ("billion laughs") and an alias inside itself are
 ConfigErrors, found by walking each YAML node once. The schema is in config.py.
+
+A config may build on others (`base: other.yaml`, see the end of this file): `read_yaml` merges
+them, and `Source` names the file of each key, the config's or a base's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Source:
     def __init__(self, path: str, lines: dict[Key, int] | None = None):
         self.path, self.lines = path, dict(lines or {})
         self.overrides: dict[Key, str] = {}
+        self.files: dict[Key, str] = {}  # keys written in a base (`base:`), not in `path`: their file
 
     def where(self, key: Key) -> str:
         """`file:line` of `key` (or of its closest written parent), or the `--set` that set it.
@@ -49,21 +53,31 @@ class Source:
         below = [text for k, text in self.overrides.items() if k[: len(key)] == key]
         if below:
             return f"--set {quote(below[-1], SET_LIMIT)}"
-        line = self.line(key)
-        return f"{self.path}:{line}" if line is not None else self.path
+        written = self._written(key)
+        if written is None:
+            return self.path
+        return f"{self.files.get(written, self.path)}:{self.lines[written]}"
+
+    def _written(self, key: Key) -> Key | None:
+        """`key` or its closest parent that the file (or a base) has a line for."""
+        for i in range(len(key), 0, -1):
+            if key[:i] in self.lines:
+                return key[:i]
+        return None
 
     def line(self, key: Key) -> int | None:
         """The file line of `key` or of its closest written parent; None if the file has neither."""
-        for i in range(len(key), 0, -1):
-            if key[:i] in self.lines:
-                return self.lines[key[:i]]
-        return None
+        written = self._written(key)
+        return None if written is None else self.lines[written]
 
     def order(self, key: Key) -> float:
-        """Sorts problems in file order, those from overrides or without a line last."""
+        """Sorts problems in file order (the config's, then its bases'), those from overrides or
+        without a line last."""
         where = self.where(key)
-        line = self.line(key)
-        return line if line is not None and not where.startswith("--set") else float("inf")
+        written = self._written(key)
+        if written is None or where.startswith("--set"):
+            return float("inf")
+        return self.lines[written] + (MAX_BYTES if written in self.files else 0)
 
 
 class _Loader(yaml.SafeLoader):
@@ -183,8 +197,8 @@ def _line_map(node: yaml.Node, path: str) -> dict[Key, int]:
     return lines
 
 
-def read_yaml(path: Path) -> tuple[dict[str, Any], Source]:
-    """Reads a config file: its mapping and the line of every key.
+def _read_file(path: Path) -> tuple[dict[str, Any], Source]:
+    """Reads one config file, without its bases: its mapping and the line of every key.
 
     Raises:
         ConfigError: missing, unreadable, too large or invalid YAML; not a mapping; duplicate keys.
@@ -282,3 +296,95 @@ def raw_problems(raw: Any) -> list[tuple[Key, str]]:
                 continue
             stack.append((key + (k,), v))
     return problems
+
+
+# ---------------------------------------------------------------- base: configs that build on others
+# (issue 14) `base: other.yaml` or `base: [a.yaml, b.yaml]` at the top of a config: the bases are
+# read first (each with its own bases), later ones merged over earlier ones, then the file's own
+# keys over them all. Paths are relative to the file that names them. Mappings merge key by key;
+# lists and scalars replace; null sets a section to null (an optional one is then gone), as --set
+# does. A component mapping whose `name` differs from the base's replaces it whole: another
+# optimizer keeps none of the old one's arguments. Every key keeps the file and line that wrote it.
+
+MAX_BASE_FILES = 32  # files read for one config, its bases and theirs (a chain, a list, repeats)
+
+_Written = dict[Key, tuple[str, int]]  # the (file, line) of every key of a mapping
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], Source]:
+    """Reads a config file with its bases: the merged mapping, and the file and line of every key.
+
+    Raises:
+        ConfigError: a file missing, unreadable, too large or invalid (not a mapping, duplicate
+            keys); a `base` that is no path or list of paths, names a missing file, or leads back
+            to a file of its own chain (the files of the cycle are named).
+    """
+    path = Path(path)
+    raw, written = _read_with_bases(path, (), [0])
+    source = Source(str(path), {key: line for key, (_, line) in written.items()})
+    source.files = {key: file for key, (file, _) in written.items() if file != str(path)}
+    return raw, source
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...], count: list[int]) -> tuple[dict[str, Any], _Written]:
+    count[0] += 1
+    raw, source = _read_file(path)
+    written = {key: (str(path), line) for key, line in source.lines.items() if key[0] != "base"}
+    if "base" not in raw:
+        return raw, written
+    where = f"{path}:{source.lines.get(('base',), 1)} base"
+    value = raw.pop("base")
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(
+            f"{where}: expected a path or a list of paths of configs this one builds on, "
+            f"e.g. base: course_base.yaml (got {shorten(value)})"
+        )
+    chain = (*chain, path)
+    merged: dict[str, Any] = {}
+    merged_written: _Written = {}
+    for name in names:
+        base = path.parent / name
+        if any(base.resolve() == p.resolve() for p in chain):
+            raise ConfigError(f"{where}: the bases form a cycle: {' -> '.join(map(str, (*chain, base)))}")
+        if not base.is_file():
+            raise ConfigError(f"{where}: {base}: config file not found" if not base.exists()
+                              else f"{where}: {base}: not a file")
+        if count[0] >= MAX_BASE_FILES:
+            raise ConfigError(f"{where}: more than {MAX_BASE_FILES} config files with the bases of bases")
+        merged, merged_written = _merge(merged, merged_written, *_read_with_bases(base, chain, count))
+    return _merge(merged, merged_written, raw, written)
+
+
+def _merge(
+    below: dict[str, Any], below_written: _Written, above: dict[str, Any], above_written: _Written
+) -> tuple[dict[str, Any], _Written]:
+    """`above` merged over `below`, and where each key of the result was written."""
+    merged = _merged(copy.deepcopy(below), above)
+    written: _Written = {}
+    stack: list[tuple[Key, Any]] = [((), merged)]
+    while stack:  # each key's place: the upper file's if it wrote the key, else the lower one's
+        key, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            sub = key + (k,)
+            place = above_written.get(sub) or below_written.get(sub)
+            if place is not None:
+                written[sub] = place
+            stack.append((sub, v))
+    return merged, written
+
+
+def _merged(below: dict[str, Any], above: dict[str, Any]) -> dict[str, Any]:
+    for k, value in above.items():
+        old = below.get(k)
+        if isinstance(value, dict) and isinstance(old, dict) and not _other_component(old, value):
+            below[k] = _merged(old, value)
+        else:
+            below[k] = copy.deepcopy(value)
+    return below
+
+
+def _other_component(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Both name a component, and not the same one: `new` replaces `old` instead of merging."""
+    return "name" in old and "name" in new and old["name"] != new["name"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nntrain.errors import ConfigError
+from nntrain.errors import ConfigError, NntrainError
 
 if TYPE_CHECKING:
     from nntrain.config import Config
@@ -44,21 +44,27 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
-def device_warnings(cfg: Config, device: torch.device, data: Data) -> list[str]:
-    """Options that do nothing (or harm) on `device`, each as a `key: why` message."""
+def device_warnings(cfg: Config, device: torch.device, data: Data) -> list[NntrainError]:
+    """Options that do nothing (or harm) on `device`, each as a message that carries its key
+    (`str(w)`: `key: why`; `cfg.locate(w)` adds where the key was written)."""
     train, found = cfg.train, []
     images = data.train[0].dim() == 4
     if train.channels_last and (device.type != "cuda" or not images):
         what = f"device {device.type}" if device.type != "cuda" else f"{cfg.data.dataset.name} gives no images"
-        found.append(f"train.channels_last: applies to image batches on CUDA only; ignored here ({what})")
+        found.append(NntrainError(
+            f"applies to image batches on CUDA only; ignored here ({what})", key=("train", "channels_last")
+        ))
     if device.type == "cpu" and train.precision != "fp32" and platform.machine().lower() in ("x86_64", "amd64"):
         # Intel's bf16/fp16 instructions (AVX512-BF16, AMX-FP16); torch can't say for other CPUs.
         native = {"bf16": "_is_avx512_bf16_supported", "fp16": "_is_amx_fp16_supported"}[train.precision]
         if not getattr(torch.cpu, native, lambda: False)():
-            found.append(
-                f"train.precision: {train.precision} has no native support on this CPU, so it is "
-                f"emulated and usually slower than fp32; it is meant for GPUs"
-            )
+            found.append(NntrainError(
+                f"{train.precision} has no native support on this CPU, so it is "
+                f"emulated and usually slower than fp32; it is meant for GPUs",
+                key=("train", "precision"),
+            ))
     if device.type != "cuda" and cfg.data.on_device is False:
-        found.append(f"data.on_device: false keeps data off GPU memory; ignored on device {device.type}")
+        found.append(NntrainError(
+            f"false keeps data off GPU memory; ignored on device {device.type}", key=("data", "on_device")
+        ))
     return found

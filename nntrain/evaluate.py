@@ -163,8 +163,8 @@ def _context(data: Data, loss_fn: nn.Module, names: Sequence[str], sync: bool) -
     scaled = info.task == "regression" and info.target_scale is not None
     data_range = None
     if info.task == "reconstruction" and "psnr" in names:
-        x = data.train[0]
-        data_range = x.amax() - x.amin()
+        x = data.train[0]  # NaN pads variable-length sequences: left out, without a host sync
+        data_range = x.nan_to_num(nan=-torch.inf).amax() - x.nan_to_num(nan=torch.inf).amin()
     return metrics.Context(
         task=info.task,
         loss_fn=loss_fn,

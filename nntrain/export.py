@@ -26,16 +26,16 @@ types, class names, the preprocessing (in the graph or to apply), the check and 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
+from nntrain import jsonfile
 from nntrain.build import Restored, load_model
 from nntrain.data.info import PAD
 from nntrain.errors import ConfigError, DataError, RunError
@@ -55,7 +55,7 @@ class Exported:
     path: Path
     sidecar: Path
     meta: dict[str, Any]
-    max_diff: Optional[float] = None  # None: not checked
+    max_diff: float | None = None  # None: not checked
     samples: int = 0
     samples_from: str = ""
 
@@ -126,7 +126,7 @@ class _Recurrent(nn.Module):
 class _Affine(nn.Module):
     """(x - shift) / scale, or (x - shift) @ matrix (whitening), with the stored statistics."""
 
-    def __init__(self, shift: torch.Tensor, scale: Optional[torch.Tensor], matrix: Optional[torch.Tensor], flat: bool):
+    def __init__(self, shift: torch.Tensor, scale: torch.Tensor | None, matrix: torch.Tensor | None, flat: bool):
         super().__init__()
         self.register_buffer("shift", shift.detach().float().clone())
         self.register_buffer("scale", None if scale is None else scale.detach().float().clone())
@@ -163,9 +163,9 @@ class _Graph(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        prepare: Optional[nn.Module],
+        prepare: nn.Module | None,
         pixels: bool,
-        unscale: Optional[tuple[torch.Tensor, torch.Tensor]],
+        unscale: tuple[torch.Tensor, torch.Tensor] | None,
         variable: bool,
     ):
         super().__init__()
@@ -175,7 +175,7 @@ class _Graph(nn.Module):
             self.register_buffer("target_shift", unscale[0])
             self.register_buffer("target_scale", unscale[1])
 
-    def _run(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if self.pixels:
             x = x.to(torch.float32) / 255.0
         if self.prepare is not None:
@@ -207,7 +207,7 @@ class _Plan:
     dynamic: dict[str, dict[int, str]]
     preprocessing: dict[str, Any]
     pixels: bool
-    series: Optional[tuple[torch.Tensor, torch.Tensor]]  # (shift, scale) of the input columns
+    series: tuple[torch.Tensor, torch.Tensor] | None  # (shift, scale) of the input columns
     unscaled: bool
 
 
@@ -225,9 +225,9 @@ def _plan(restored: Restored, with_preprocessing: bool) -> _Plan:
     series = None
     prepare: list[nn.Module] = []
     if with_preprocessing and spec.kind == "series":
-        from nntrain.data.inputs import _series_columns
+        from nntrain.data.inputs import series_columns
 
-        columns = _series_columns(spec)
+        columns = series_columns(spec)
         shift = torch.tensor([spec.state["shift"][c] for c in columns], dtype=torch.float32)
         scale = torch.tensor([spec.state["scale"][c] for c in columns], dtype=torch.float32)
         series = (shift, scale)
@@ -236,7 +236,9 @@ def _plan(restored: Restored, with_preprocessing: bool) -> _Plan:
         prepare.append(_normalizer_module(restored.normalizer, len(shape)))
     unscale = None
     if with_preprocessing and info.task == "regression" and info.target_scale is not None:
-        unscale = (torch.tensor(info.target_shift, dtype=torch.float32), torch.tensor(info.target_scale, dtype=torch.float32))
+        unscale = (
+            torch.tensor(info.target_shift, dtype=torch.float32), torch.tensor(info.target_scale, dtype=torch.float32)
+        )
     core = _Recurrent(model) if variable else model
     cls = _WithLengths if variable else _Plain
     graph = cls(core, nn.Sequential(*prepare) if prepare else None, pixels, unscale, variable).eval()
@@ -274,9 +276,9 @@ def _preprocessing(
     if spec.kind == "images" and spec.pixels:
         steps.append({"step": "pixels", "what": "uint8 pixels / 255", "in_graph": pixels})
     if spec.kind == "series":
-        from nntrain.data.inputs import _series_columns
+        from nntrain.data.inputs import series_columns
 
-        columns = _series_columns(spec)
+        columns = series_columns(spec)
         steps.append({
             "step": "scaler", "what": "(value - shift) / scale per column", "in_graph": series is not None,
             "columns": columns, "shift": [spec.state["shift"][c] for c in columns],
@@ -311,7 +313,9 @@ def _preprocessing(
             out["target_shift"], out["target_scale"] = info.target_shift, info.target_scale
     else:
         logits = restored.cfg.loss.name == "bce_with_logits"
-        out["outputs"] = "reconstruction logits (sigmoid gives values)" if logits else "reconstruction (normalized units)"
+        out["outputs"] = (
+            "reconstruction logits (sigmoid gives values)" if logits else "reconstruction (normalized units)"
+        )
     return out
 
 
@@ -322,9 +326,7 @@ def held_out(restored: Restored, n: int) -> tuple[torch.Tensor, str]:
     """Up to `n` inputs as the source gives them (before the normalizer): the checkpoint's test
     split (else validation, else training) when its data can be read; else random inputs."""
     from nntrain.data.sources import DATASETS
-    from nntrain.data.splits import SourceContext
-
-    from nntrain.data.splits import holdout
+    from nntrain.data.splits import SourceContext, holdout
 
     cfg, info = restored.cfg, restored.info
     try:
@@ -419,7 +421,7 @@ def _require_onnx(check: bool) -> None:
 def export_checkpoint(
     checkpoint: str | Path,
     fmt: str,
-    out: Optional[str | Path] = None,
+    out: str | Path | None = None,
     with_preprocessing: bool = False,
     check: bool = True,
     samples: int = CHECK_SAMPLES,
@@ -557,7 +559,7 @@ def _sidecar(
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        tmp.write_text(jsonfile.dumps(record, indent=2, default=str), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -22,13 +22,21 @@ if TYPE_CHECKING:
 ANNOTATED, LABELLED = 20, 60
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, dpi: int = 100) -> Figure:
+    """A figure on the Agg canvas. Each function sets its margins (`_margins`, subplots_adjust):
+    matplotlib's layout engines cost extra drawing passes, and `fit` draws a report every run."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _margins(fig: Figure, left: float, bottom: float, right: float, top: float) -> None:
+    """Margins around the axes in inches."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width, top=1 - top / height)
 
 
 def png(fig: Figure) -> bytes:
@@ -49,28 +57,36 @@ def _short(label: str, limit: int = 14) -> str:
 
 
 def confusion_matrix(
-    counts: Sequence[Sequence[int]], labels: Sequence[str], title: str = "confusion matrix"
+    counts: Sequence[Sequence[int]], labels: Sequence[str], title: str = "confusion matrix", dpi: int = 100
 ) -> Figure:
     """Heatmap of the row-normalized matrix (the share of each true class predicted as each class),
-    annotated with the counts for up to ANNOTATED classes; rows true, columns predicted."""
+    annotated with the counts for up to ANNOTATED classes; rows true, columns predicted.
+
+    Margins are computed, not laid out by matplotlib: TensorBoard draws this after every validation.
+    """
     matrix = np.asarray(counts, dtype=np.float64)
     k = len(matrix)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    side = min(3.0 + 0.45 * k, 14.0)
-    fig = _figure(side + 1.2, side)
+    names = [_short(str(label)) for label in labels] if k <= LABELLED else []
+    longest = max(map(len, names), default=1)
+    rotate = k > 10 or longest > 3
+    label_in = 0.55 + 0.075 * longest  # tick labels and the axis label, in inches
+    side = min(2.5 + 0.4 * k, 12.0)
+    fig = _figure(side + label_in + 1.3, side + (label_in if rotate else 0.6) + 0.45, dpi=dpi)
+    _margins(fig, label_in, label_in if rotate else 0.6, 1.3, 0.45)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03, label="share of the true class")
     if k <= ANNOTATED:
-        for i in range(k):
-            for j in range(k):
-                if matrix[i, j]:
-                    ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8 if k > 10 else 9,
-                            color="white" if share[i, j] > 0.5 else "black")
-    if k <= LABELLED:
-        names = [_short(str(label)) for label in labels]
-        ax.set_xticks(range(k), names, rotation=90 if k > 10 or max(map(len, names)) > 3 else 0)
+        for i, j in zip(*np.nonzero(matrix)):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8 if k > 10 else 9,
+                    color="white" if share[i, j] > 0.5 else "black")
+    if names:
+        ax.set_xticks(range(k), names, rotation=90 if rotate else 0)
         ax.set_yticks(range(k), names)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     return fig
 
@@ -80,7 +96,11 @@ def class_bars(labels: Sequence[str], values: Sequence[float], what: str = "F1",
     """One bar per class (per-class F1); a dashed line at `mean` (the macro average; default: the
     mean of the bars); a class with no sample (`support` 0) hatched."""
     k = len(labels)
-    fig = _figure(min(3.0 + 0.35 * k, 16.0), 3.6)
+    names = [_short(str(label)) for label in labels] if k <= LABELLED else []
+    rotate = k > 10
+    bottom = 0.45 + (0.075 * max(map(len, names), default=1) if rotate else 0.2)
+    fig = _figure(min(3.0 + 0.35 * k, 16.0), 3.2 + bottom)
+    _margins(fig, 0.65, bottom, 0.2, 0.4)
     ax = fig.add_subplot()
     values = np.asarray(values, dtype=np.float64)
     ax.bar(range(k), values, color="#4c72b0")
@@ -90,8 +110,8 @@ def class_bars(labels: Sequence[str], values: Sequence[float], what: str = "F1",
                 ax.bar(i, 1, color="none", edgecolor="#999999", hatch="//")
     mean = float(values.mean()) if mean is None and k else (mean or 0.0)
     ax.axhline(mean, color="#dd8452", linestyle="--", label=f"macro {what} {mean:.3f}")
-    if k <= LABELLED:
-        ax.set_xticks(range(k), [_short(str(label)) for label in labels], rotation=90 if k > 10 else 0)
+    if names:
+        ax.set_xticks(range(k), names, rotation=90 if rotate else 0)
     ax.set(ylim=(0, 1.05), ylabel=what, title=f"{what} per class")
     ax.legend(loc="lower right")
     return fig
@@ -102,6 +122,8 @@ def reliability(bins: Sequence[dict[str, Any]], ece: float | None = None) -> Fig
     perfect calibration), above the number of samples per bin."""
     fig = _figure(5.5, 5.5)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    _margins(fig, 0.75, 0.55, 0.2, 0.4)
+    fig.subplots_adjust(hspace=0.08)
     low = np.array([b["low"] for b in bins])
     width = np.array([b["high"] - b["low"] for b in bins])
     accuracy = np.array([b["accuracy"] if b["accuracy"] is not None else np.nan for b in bins])
@@ -124,15 +146,24 @@ def _grid(n: int, cols: int) -> tuple[int, int]:
 
 
 def images(tiles: Sequence[np.ndarray], captions: Sequence[str], cols: int = 8, title: str = "") -> Figure:
-    """A grid of images ((H, W) gray or (H, W, 3), values in [0, 1]), each with its caption."""
+    """A grid of images ((H, W) gray or (H, W, 3), values in [0, 1], all of one size), each under
+    its caption (up to two short lines): one axes holding every tile (cheaper than an axes each)."""
     rows, cols = _grid(len(tiles), cols)
-    fig = _figure(1.6 * cols, 1.75 * rows + (0.3 if title else 0))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, tile, caption in zip(axes, tiles, captions):
-        ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(caption, fontsize=7)
+    h, w = tiles[0].shape[:2]
+    gap, band = max(1, w // 10), h * 0.3  # between tiles; above each tile for its caption
+    cell_w, cell_h = w + gap, h + band
+    inch = 1.5 / cell_w  # a cell is 1.5 inches wide
+    head = 0.35 if title else 0.0
+    fig = _figure(cols * cell_w * inch, rows * cell_h * inch + head)
+    ax = fig.add_axes((0, 0, 1, 1 - head / (rows * cell_h * inch + head)))
+    ax.set_xlim(-gap / 2, cols * cell_w - gap / 2)
+    ax.set_ylim(rows * cell_h, 0)
+    ax.axis("off")
+    for k, (tile, caption) in enumerate(zip(tiles, captions)):
+        x0, y0 = (k % cols) * cell_w, (k // cols) * cell_h + band
+        ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
+                  extent=(x0, x0 + w, y0 + h, y0))
+        ax.text(x0 + w / 2, y0 - band * 0.08, caption, ha="center", va="bottom", fontsize=7, linespacing=1.1)
     if title:
         fig.suptitle(title)
     return fig
@@ -143,6 +174,7 @@ def series(panels: Sequence[Sequence[tuple[str, np.ndarray]]], captions: Sequenc
     """Small line plots: each panel holds one or more labelled series ((T,) or (T, F) arrays)."""
     rows, cols = _grid(len(panels), cols)
     fig = _figure(2.6 * cols, 1.9 * rows + (0.3 if title else 0))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.88 if title else 0.92, hspace=0.6, wspace=0.3)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes[len(panels):]:
         ax.axis("off")
@@ -161,6 +193,7 @@ def series(panels: Sequence[Sequence[tuple[str, np.ndarray]]], captions: Sequenc
 def predicted_vs_true(true: np.ndarray, pred: np.ndarray, what: str = "value") -> Figure:
     """Scatter of predictions against targets, with the diagonal of perfect prediction."""
     fig = _figure(5.0, 5.0)
+    _margins(fig, 0.75, 0.55, 0.2, 0.4)
     ax = fig.add_subplot()
     ax.scatter(true, pred, s=8, alpha=0.5, color="#4c72b0", edgecolors="none")
     finite = np.concatenate([true[np.isfinite(true)], pred[np.isfinite(pred)]])
@@ -174,11 +207,13 @@ def residuals(true: np.ndarray, pred: np.ndarray, what: str = "value") -> Figure
     """Residuals (predicted - true) against the prediction, and their histogram."""
     fig = _figure(9.0, 3.8)
     left, right = fig.subplots(1, 2)
+    _margins(fig, 0.75, 0.55, 0.2, 0.4)
+    fig.subplots_adjust(wspace=0.3)
     residual = pred - true
     left.scatter(pred, residual, s=8, alpha=0.5, color="#4c72b0", edgecolors="none")
     left.axhline(0, color="gray", linestyle="--", linewidth=1)
     left.set(xlabel=f"predicted {what}", ylabel="residual (predicted - true)", title="residuals")
-    right.hist(residual, bins=40, color="#4c72b0")
+    right.hist(residual, bins=int(np.clip(len(residual) // 5, 10, 50)), color="#4c72b0")
     right.set(xlabel="residual", ylabel="samples", title="distribution of residuals")
     return fig
 
@@ -187,6 +222,8 @@ def training_curves(curves: dict[str, dict[str, tuple[list[float], list[float]]]
     """One panel per entry of `curves` (title -> {series label -> (x, y)})."""
     fig = _figure(4.2 * len(curves), 3.5)
     axes = np.atleast_1d(fig.subplots(1, len(curves), squeeze=False)).ravel()
+    _margins(fig, 0.65, 0.5, 0.15, 0.35)
+    fig.subplots_adjust(wspace=0.3)
     for ax, (title, lines) in zip(axes, curves.items()):
         for label, (x, y) in lines.items():
             style = {"marker": "o", "markersize": 3} if len(x) < 30 else {}

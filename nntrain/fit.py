@@ -160,7 +160,8 @@ def _summary(
         "stop_reason": t.stop_reason,
         "final": t.last_metrics,
         "best": {"monitor": checkpointer.monitor, "value": checkpointer.best, "epoch": checkpointer.best_epoch},
-        "nan_skipped": t.nan_skipped,
+        "nan_skipped": t.nan_skipped,  # batches whose loss was not finite (train.on_nan: skip)
+        "updates_skipped": t.updates_skipped,  # updates none of whose batches had a finite loss
         "found_lr": parts.found_lr,
         "time_s": round(wall_s, 3),
         "train_time_s": round(t.train_time, 3),

@@ -53,7 +53,8 @@ CLASS_WEIGHT_KEYS = ("weight", "pos_weight")
 _BOUNDS.update(dict.fromkeys(CLASS_WEIGHT_KEYS, ClassWeights))
 
 _DEPRECATED = ("size_average", "reduce")  # torch's old spellings of `reduction`
-LOSSES.register("cross_entropy", _DEPRECATED, "softmax cross-entropy on logits; label_smoothing in [0, 1]",
+LOSSES.register("cross_entropy", _DEPRECATED, "softmax cross-entropy on logits; label_smoothing in [0, 1]; "
+                "weight: auto, a list or {class: w} for imbalanced classes",
                 _BOUNDS)(nn.CrossEntropyLoss)
 LOSSES.register("mse", _DEPRECATED, "mean squared error (one-hot targets on classification data)", _BOUNDS)(
     nn.MSELoss
@@ -63,12 +64,14 @@ LOSSES.register("smooth_l1", _DEPRECATED, "squared below beta, absolute above (F
     nn.SmoothL1Loss
 )
 LOSSES.register("huber", note="squared below delta, linear above", bounds=_BOUNDS)(nn.HuberLoss)
-LOSSES.register("bce_with_logits", _DEPRECATED, "sigmoid + binary cross-entropy, numerically stable", _BOUNDS)(
+LOSSES.register("bce_with_logits", _DEPRECATED, "sigmoid + binary cross-entropy, numerically stable; "
+                "pos_weight / weight: auto, a list or {class: w}", _BOUNDS)(
     nn.BCEWithLogitsLoss
 )
 
 
-@LOSSES.register("nll", _DEPRECATED, bounds=_BOUNDS)
+@LOSSES.register("nll", _DEPRECATED, "negative log-likelihood of log_softmax(outputs) (= cross_entropy); "
+                 "weight: auto, a list or {class: w}", _BOUNDS)
 class NLLLoss(nn.NLLLoss):
     """Negative log-likelihood of log_softmax(outputs): models emit logits, so it equals cross-entropy."""
 

@@ -101,6 +101,7 @@ def range_test(
                 param_group["lr"] = lr
             trainer.update(group, log=False)
             loss = trainer.flush_loss()  # the mean loss of the batches of this update
+            loss = math.nan if loss is None else loss  # train.on_nan: skip skipped every batch of it
             average = beta * average + (1 - beta) * loss
             smooth = average / (1 - beta ** (len(result.lrs) + 1))
             result.lrs.append(lr)

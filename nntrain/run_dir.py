@@ -6,12 +6,12 @@ metrics.jsonl, TensorBoard event files and summary.json.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nntrain import jsonfile
 from nntrain.config import Config
 from nntrain.validate import config_from_dict
 from nntrain.errors import ConfigError, RunError
@@ -87,10 +87,11 @@ def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Writes `record` as JSON atomically (temp file + rename): a reader never sees half a file."""
+    """Writes `record` as JSON atomically (temp file + rename): a reader never sees half a file.
+    NaN and infinities are written as null (`jsonfile`): the file stays valid JSON."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        tmp.write_text(jsonfile.dumps(record, indent=2), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

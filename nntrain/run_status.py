@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from nntrain import jsonfile
+
 STATUS_FILE = "run.json"
 HEARTBEAT_S = 15.0
 STALE_S = 120.0  # no heartbeat for this long: the process is gone (or stopped with kill -STOP)
@@ -112,7 +114,7 @@ def write_atomic(path: Path, record: dict[str, Any]) -> None:
     """JSON through a temporary file and a rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        tmp.write_text(jsonfile.dumps(record, indent=2), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)

@@ -267,10 +267,7 @@ def load_sweep(sweep_dir: Path, now: Optional[datetime] = None) -> Sweep:
     sweep_dir = Path(sweep_dir)
     meta = _json(sweep_dir / "sweep.json")
     summary = _json(sweep_dir / "summary.json")
-    trials = sorted(
-        (load_run(p, now) for p in sweep_dir.glob("trial-*") if is_run_dir(p)),
-        key=lambda r: (int(r.stamp.partition("-")[2]) if r.stamp.partition("-")[2].isdigit() else 0),
-    )
+    trials = [load_run(p, now) for p in trial_dirs(sweep_dir)]
     started = parse_time(meta.get("created")) or _stamp_time(sweep_dir.name) or _mtime(sweep_dir)
     sweep = Sweep(
         dir=sweep_dir,
@@ -303,6 +300,12 @@ def load_sweep(sweep_dir: Path, now: Optional[datetime] = None) -> Sweep:
         end = max(s.timestamp() + d for s, d in times)
         sweep.duration_s = max(0.0, end - started.timestamp())
     return sweep
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    """The trial-<n> run folders of a sweep, by trial number."""
+    trials = [p for p in Path(sweep_dir).glob("trial-*") if is_run_dir(p)]
+    return sorted(trials, key=lambda p: (len(p.name), p.name))
 
 
 def _pids(path: Path) -> list[int]:
@@ -350,7 +353,8 @@ def collect(log_dir: Path, name: Optional[str] = None) -> list[Run | Sweep]:
     else:
         items = [load_sweep(p, now) if kind == "sweep" else load_run(p, now) for kind, p in _folders(log_dir)]
     if name is not None:
-        items = [i for i in items if fnmatch.fnmatchcase(i.name, name) or fnmatch.fnmatchcase(f"{i.name}/{i.stamp}", name)]
+        items = [i for i in items
+                 if fnmatch.fnmatchcase(i.name, name) or fnmatch.fnmatchcase(f"{i.name}/{i.stamp}", name)]
     never = datetime.min.replace(tzinfo=now.tzinfo)
     return sorted(items, key=lambda i: (i.started or never, str(i.dir)))
 
@@ -368,19 +372,20 @@ def run_dirs(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         matches = sorted(glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) else [pattern]
         if not matches or not any(Path(m).exists() for m in matches):
-            raise ConfigError(f"{pattern}: no such run folder" + (" (the pattern matches nothing)" if matches == [] else ""))
+            why = " (the pattern matches nothing)" if not matches else ""
+            raise ConfigError(f"{pattern}: no such run folder{why}")
         before = len(found)
         for match in map(Path, matches):
             if not match.is_dir():
                 continue
             if is_sweep_dir(match):
-                found.update((p, None) for p in sorted(match.glob("trial-*")) if is_run_dir(p))
+                found.update((p, None) for p in trial_dirs(match))
             else:
                 for kind, folder in _folders(match):
                     if kind == "run":
                         found[folder] = None
                     else:
-                        found.update((p, None) for p in sorted(folder.glob("trial-*")) if is_run_dir(p))
+                        found.update((p, None) for p in trial_dirs(folder))
         if len(found) == before:
             raise ConfigError(f"{pattern}: no run folder there (a run folder holds config.yaml)")
     return list(found)

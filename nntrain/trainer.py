@@ -112,7 +112,9 @@ class Trainer:
         self.samples_seen = 0
         self.train_time = 0.0
         self.data_time = 0.0
-        self.nan_skipped = 0
+        self.nan_skipped = 0  # micro-batches whose loss was not finite (train.on_nan: skip)
+        self.updates_skipped = 0  # updates all of whose micro-batches were skipped
+        self._skipped_in_a_row = 0
         self.last_metrics: dict[str, float] = {}
         self._penalty: Optional[torch.Tensor] = None
         self._loss_sum = torch.zeros((), device=device)  # since the last log, on the device
@@ -146,6 +148,10 @@ class Trainer:
             self.batch_in_epoch = 0
             self.last_metrics = metrics
             self._call("on_epoch_end", metrics)
+        if self._skipped_in_a_row and self.interrupted is None and not math.isfinite(
+            self.last_metrics.get("val/loss", math.nan)
+        ):  # on_nan: skip, and the weights training ends with give no finite loss
+            raise self._not_training(f"training ended with its last {self._skipped_in_a_row} updates skipped")
         self._call("on_fit_end")
 
     def train_epoch(self) -> float:
@@ -161,6 +167,7 @@ class Trainer:
             # An update every `accumulate` batches, and one for a short last group.
             if (i + 1) % k == 0 or i == self.batches_per_epoch - 1:
                 self.update(group)
+                self._check_skipping()
                 self.batch_in_epoch = i + 1
                 group = []
                 for hook in self._batch_hooks:
@@ -172,6 +179,8 @@ class Trainer:
                     return math.nan
             fetched = time.perf_counter()
         self.flush_loss()
+        if not self._epoch_count and self.settings.skip_nan:
+            raise self._not_training(f"every update of epoch {self.epoch + 1} was skipped")
         mean = (self._epoch_sum / max(self._epoch_count, 1)).item()
         self._epoch_sum.zero_()
         self._epoch_count = 0
@@ -197,6 +206,7 @@ class Trainer:
         """
         total = sum(len(x) for x, _ in micro_batches)
         last = len(micro_batches) - 1
+        skipped = self.nan_skipped
         for i, (x, y) in enumerate(micro_batches):
             weight = len(x) / total if last else 1.0
             if self.ddp is not None and i < last:
@@ -206,6 +216,27 @@ class Trainer:
             else:
                 self._forward_backward(x, y, weight)
         self._step(log if log is not None else (self.step + 1) % self.settings.every_n_steps == 0)
+        if self.nan_skipped - skipped < len(micro_batches):
+            self._skipped_in_a_row = 0
+        else:  # on_nan: skip, and no micro-batch of this update had a finite loss
+            self.updates_skipped += 1
+            self._skipped_in_a_row += 1
+
+    def _check_skipping(self) -> None:
+        """The weights don't change while updates are skipped: a whole epoch of updates in a row
+        without a finite loss means no later batch will give one either."""
+        if self._skipped_in_a_row and self._skipped_in_a_row >= self.train_loader.updates_per_epoch(
+            self.settings.accumulate
+        ):
+            raise self._not_training(f"{self._skipped_in_a_row} updates in a row, a whole epoch, were skipped")
+
+    def _not_training(self, what: str) -> RunError:
+        """train.on_nan: skip skipped so many updates that the run trains nothing: a failure."""
+        return RunError(
+            f"{what} (train.on_nan: skip; the loss was not finite): the weights no longer give a finite "
+            f"loss, so the run is not training ({self.updates_skipped} of {self.step} updates skipped, "
+            f"up to step {self.step}). Lower optimizer.lr, or set train.grad_clip"
+        )
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> None:
         for augment in self.augment:
@@ -376,6 +407,7 @@ class Trainer:
                 "train_time": self.train_time,
                 "data_time": self.data_time,
                 "nan_skipped": self.nan_skipped,
+                "updates_skipped": self.updates_skipped,
             },
             "rng": rng_state(),
             "aug_rng": self.aug_generator.get_state(),
@@ -408,6 +440,7 @@ class Trainer:
         self.samples_seen, self.train_time = counters["samples_seen"], counters["train_time"]
         self.data_time = counters["data_time"]
         self.nan_skipped = counters["nan_skipped"]
+        self.updates_skipped = counters.get("updates_skipped", 0)  # absent from older checkpoints
         self.last_metrics = dict(state["metrics"])
         set_rng_state(state["rng"])
         self.aug_generator.set_state(state["aug_rng"])

@@ -78,7 +78,7 @@ def test_a_data_file_message_is_not_taken_for_a_config_key(tmp_path, cli, write_
 def test_an_augmentation_that_does_not_fit_the_data_names_its_line(tmp_path, cli, write_config):
     path, _ = _csv_config(tmp_path, write_config, "".join(f"{i},{i},{i % 2}\n" for i in range(10)))
     stderr = assert_clean_error(cli("check", path, "--set", "data.augment=[{name: horizontal_flip}]"))
-    assert "--set data.augment=[{name: horizontal_flip}] data.augment.0 (horizontal_flip): needs image batches" in stderr
+    assert "--set data.augment=[{name: horizontal_flip}] data.augment.0: horizontal_flip: needs image batches" in stderr
 
 
 def test_error_messages_are_printed_verbatim(tmp_path, cli, write_config):

@@ -100,7 +100,7 @@ def test_seed_group_mean_and_sample_sd_by_hand(tmp_path):
     mean = (0.90 + 0.92 + 0.97) / 3  # 0.93
     sd = math.sqrt(((0.90 - mean) ** 2 + (0.92 - mean) ** 2 + (0.97 - mean) ** 2) / (3 - 1))  # ddof=1: 0.0361
     assert stat.n == 3 and stat.mean == pytest.approx(mean) and stat.sd == pytest.approx(sd)
-    assert stat.text(True) == "0.93 ± 0.036 (n=3)"
+    assert stat.text(True) == "0.9300 ± 0.036 (n=3)"
     assert dict(c.metrics)["final val/acc"][0].text(True) == "0.6 (n=1)"
     assert dict(c.metrics)["best epoch"][1].text(True) == "2 (n=3)"  # all equal: one value
 
@@ -119,7 +119,7 @@ def test_cli_compare_json_plot_and_errors(cli, tmp_path):
 
     table = cli("compare", str(tmp_path / "exp" / "*"), "--plot", tmp_path / "curves.png")
     assert table.exit_code == 0, table.output
-    assert "0.85 ± 0.071 (n=2)" in table.stdout and "ddof=1" in table.stdout
+    assert "0.8500 ± 0.071 (n=2)" in table.stdout and "ddof=1" in table.stdout
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     page = cli("compare", tmp_path / "exp", "--plot", tmp_path / "curves.html", "--metric", "val/loss")
     assert page.exit_code == 0, page.output

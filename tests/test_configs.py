@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import CONFIGS, REPO, assert_clean_error
+from nntrain.config_file import read_yaml
+from nntrain.errors import ConfigError
 from nntrain.validate import load_config
 from nntrain.data.sources import DATASETS
 
@@ -20,8 +21,11 @@ TORCHVISION = {
 
 
 def _raw(path: Path) -> dict:
-    """The config as plain YAML, not validated (collection must not fail on a bad config)."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    """The config as written, its bases merged in, not validated (collection must not fail on a bad config)."""
+    try:
+        raw = read_yaml(path)[0]
+    except ConfigError:
+        return {}
     return raw if isinstance(raw, dict) else {}
 
 

@@ -146,7 +146,7 @@ def test_precision_warning_only_without_native_support(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert device_warnings(cfg, torch.device("cpu"), data) == []
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    assert [m.split(":")[0] for m in device_warnings(cfg, torch.device("cpu"), data)] == ["train.precision"]
+    assert [str(m).split(":")[0] for m in device_warnings(cfg, torch.device("cpu"), data)] == ["train.precision"]
     assert device_warnings(cfg, torch.device("cuda"), data) == []  # the GPU is what it is for
 
 

@@ -257,3 +257,22 @@ def test_image_folder_source_uses_the_cache_for_train_and_test(tmp_path, cache, 
     assert first.x_train.dtype == torch.float32 and first.y_train.tolist() == [0] * 4 + [1] * 4
     DATASETS.build({**spec, "cache": False})
     assert decodes == [8, 4, 8, 4]
+
+
+def test_listing_a_class_folder_matches_rglob(tmp_path):
+    from nntrain.data.reading import IMAGE_EXTENSIONS
+    from nntrain.data.sources.image_folder import _image_files
+
+    top = tmp_path / "cls"
+    for rel in ["b.png", "a.PNG", "a-c.jpg", "a/b.png", "a/z/deep.webp", ".hidden.png", ".png", "..png", "x.",
+                "notes.txt", "z.tar.png", ".dir/in.png"]:
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_bytes(b"")
+    (top / "folder.png").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "o.png").write_bytes(b"")
+    (top / "linked_dir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (top / "linked.png").symlink_to(top / "b.png")
+    (top / "broken.png").symlink_to(top / "missing.png")
+    expected = sorted(p for p in top.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    assert _image_files(top) == expected and len(expected) == 10

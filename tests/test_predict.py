@@ -5,19 +5,18 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
 from helpers import MNIST_FILES, SHARED_DATA, assert_clean_error
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "nntrain" / "data" / "embedded"
 
 
-def train(folder: Path, name: str, dataset: dict[str, Any], model: dict[str, Any], normalize: Optional[dict] = None,
-          task: Optional[str] = None, loss: str = "cross_entropy", **data: Any) -> Path:
+def train(folder: Path, name: str, dataset: dict[str, Any], model: dict[str, Any], normalize: dict | None = None,
+          task: str | None = None, loss: str = "cross_entropy", **data: Any) -> Path:
     """Trains one epoch in-process (no report, no TensorBoard); returns the best checkpoint."""
     from nntrain.fit import fit
     from nntrain.validate import config_from_dict
@@ -96,7 +95,7 @@ def test_image_files_and_folders_predict_as_the_npz(mnist_small):
 
 def test_jsonl_output_and_top_k(mnist_small, cli, tmp_path):
     out = tmp_path / "preds.jsonl"
-    result = cli("predict", mnist_small["ckpt"], mnist_small["images"], "--out", out, "--top-k", "2", "--batch-size", "3")
+    result = cli("predict", mnist_small["ckpt"], mnist_small["images"], "--out", out, "--top-k", 2, "--batch-size", 3)
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 7 and records[0]["input"].endswith("0.png")
@@ -117,7 +116,7 @@ def test_terminal_output_without_out(mnist_small, cli):
     [
         (lambda d: (d / "bad.png").write_text("not an image") and d / "bad.png", "bad.png: cannot decode the image"),
         (lambda d: (d / "empty").mkdir() or d / "empty", "empty: no images in this folder"),
-        (lambda d: (d / "t.csv").write_text("a,b\n1,2\n") and d / "t.csv", "t.csv: a CSV; this model takes image files"),
+        (lambda d: (d / "t.csv").write_text("a,b\n1,2\n") and d / "t.csv", "t.csv: a CSV; this model takes image"),
         (lambda d: d / "missing.png", "missing.png: not found"),
     ],
     ids=["not_an_image", "empty_folder", "csv_for_images", "missing"],
@@ -132,7 +131,8 @@ def test_bad_image_inputs_are_one_message_and_nothing_written(mnist_small, cli, 
 
 
 def test_out_in_a_missing_folder_fails_before_any_work(mnist_small, cli, tmp_path):
-    stderr = assert_clean_error(cli("predict", mnist_small["ckpt"], mnist_small["npz"], "--out", tmp_path / "no" / "p.csv"))
+    out = tmp_path / "no" / "p.csv"
+    stderr = assert_clean_error(cli("predict", mnist_small["ckpt"], mnist_small["npz"], "--out", out))
     assert "does not exist" in stderr
 
 
@@ -289,3 +289,4 @@ def test_real_mnist_predictions_equal_eval(mnist_root, tmp_path):
     correct = int((preds.predicted.numpy() == idx(MNIST_FILES[3])).sum())
     metrics, _ = evaluate_checkpoint(ckpt, "test", out=tmp_path / "e.json")
     assert len(preds) == 10_000 and correct == round(metrics["test/acc"] * 10_000)
+    print(f"real MNIST: predict {correct / 10_000:.4f}, eval test/acc {metrics['test/acc']:.4f}")

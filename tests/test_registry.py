@@ -99,8 +99,12 @@ def _checked_registries() -> tuple[Registry, Registry]:
     def init_from(value):
         return [] if isinstance(value, str) else [(("checkpoint",), "give a path")]
 
-    models.set_checks(dry_build=lambda spec: models.build({"width": 1, **spec}), extra_keys={"init_from": init_from}, filled=("width",),
-                      stand_ins={"lr": ("auto", 0.01)})
+    models.set_checks(
+        dry_build=lambda spec: models.build({"width": 1, **spec}),  # width: what the data would fill in
+        extra_keys={"init_from": init_from},
+        filled=("width",),
+        stand_ins={"lr": ("auto", 0.01)},
+    )
     return models, acts
 
 

@@ -140,7 +140,8 @@ def test_resume_waits_for_the_workers_of_a_killed_sweep_and_never_fails_their_tr
     monkeypatch.setattr(sweep_run, "WORKERS_STOP_S", 0.5)
     try:
         (sweep_dir / "sweep.pid").write_text(f"{dead_pid()}\n{worker.pid}\n")
-        with pytest.raises(ConfigError, match=rf"worker process\(es\) {worker.pid} of the stopped sweep are still running"):
+        message = rf"worker process\(es\) {worker.pid} of the stopped sweep are still running"
+        with pytest.raises(ConfigError, match=message):
             run_sweep(path, ["sweep.trials=2"], resume=sweep_dir)
         assert study.trials[cut.number].state == RUNNING  # left to its worker
     finally:
@@ -201,7 +202,8 @@ def test_best_yaml_of_a_workers_sweep_reproduces_the_best_trial(tmp_path):
     best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
     assert best["train"]["threads"] == threads
     for t in summary["trials"]:
-        assert yaml.safe_load((sweep_dir / f"trial-{t['number']}" / "config.yaml").read_text())["train"]["threads"] == threads
+        trial_cfg = yaml.safe_load((sweep_dir / f"trial-{t['number']}" / "config.yaml").read_text())
+        assert trial_cfg["train"]["threads"] == threads
     best["log"]["dir"] = str(tmp_path / "refit")
     (tmp_path / "best.yaml").write_text(yaml.safe_dump(best))
     refit = subprocess.run(nntrain_cmd("fit", tmp_path / "best.yaml"), capture_output=True, text=True,

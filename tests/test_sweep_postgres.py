@@ -54,8 +54,8 @@ def test_processes_create_the_schema_and_study_at_once(tmp_path, postgres_url): 
     path = write_sweep(tmp_path)
     count = 3
     procs = [
-        subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(path), postgres_url, str(tmp_path), str(i), str(count)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env())
+        subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(path), postgres_url, str(tmp_path), str(i),
+                          str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env())
         for i in range(count)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]

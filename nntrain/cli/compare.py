@@ -3,7 +3,6 @@ that differ only by seed grouped as mean ± sd (n)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
+from nntrain import jsonfile
 from nntrain.cli.common import DebugOpt, console, run
 
 
@@ -52,9 +52,9 @@ def command(
 
         comparison = compare(runs, group_by)
         if as_json:
-            print(json.dumps(comparison.to_json(), indent=2))
+            print(jsonfile.dumps(comparison.to_json(), indent=2))
         else:
-            console.print(_table(comparison))
+            console.print(comparison_table(comparison))
             if comparison.grouped:
                 console.print(
                     "a column groups the runs whose configs differ only by seed: mean ± sample sd (ddof=1) (n=runs); "
@@ -75,7 +75,9 @@ def _stderr():
     return err_console
 
 
-def _table(comparison) -> Table:
+def comparison_table(comparison) -> Table:
+    """A rich table of a comparison: one column per run (or seed group), the differing config keys
+    and the metrics as rows."""
     from nntrain.compare import DIGITS
 
     n = sum(len(c.runs) for c in comparison.cols)

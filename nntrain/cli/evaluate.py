@@ -49,9 +49,9 @@ def print_record(record: dict[str, Any], split: str, detail: bool = True) -> Non
     if len(labels) > MAX_PRINTED_CLASSES:
         console.print(f"{len(labels)} classes: the per-class figures and the confusion matrix are in the JSON")
         return
-    rows = [[name, _number(c["precision"]), _number(c["recall"]), _number(c["f1"]), str(c["support"])]
-            for name, c in per_class.items()]
-    _table("per class", ["class", "precision", "recall", "f1", "support"], rows)
+    rows = [[name, _number(c["precision"]), _number(c["recall"]), _number(c["f1"]), str(c["support"]),
+             _number(c.get("auroc"))] for name, c in per_class.items()]
+    _table("per class", ["class", "precision", "recall", "f1", "support", "auroc"], rows)
     _table("confusion matrix (rows: true class, columns: predicted; counts)", ["true \\ pred", *labels],
            [[label, *map(str, counts)] for label, counts in zip(labels, matrix["counts"])])
     _table("confusion matrix, row-normalized (share of each true class)", ["true \\ pred", *labels],

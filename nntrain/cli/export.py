@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
-from typing_extensions import Annotated
 
 from nntrain.cli.common import DebugOpt, console, run
 
@@ -22,8 +21,10 @@ def command(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file, e.g. runs/x/<stamp>/checkpoints/best.pt.")],
     fmt: Annotated[Format, typer.Option("--format", help="onnx or torchscript.", show_default=False)],
     out: Annotated[
-        Optional[Path],
-        typer.Option("--out", help="The file to write (default: next to the checkpoint, <name>.onnx or <name>.torchscript.pt)."),
+        Path | None,
+        typer.Option(
+            "--out", help="The file to write (default: next to the checkpoint, <name>.onnx or <name>.torchscript.pt)."
+        ),
     ] = None,
     with_preprocessing: Annotated[
         bool,
@@ -35,7 +36,9 @@ def command(
     ] = False,
     check: Annotated[
         bool,
-        typer.Option("--check/--no-check", help="Run the exported file on held-out samples against PyTorch (limit 1e-4)."),
+        typer.Option(
+            "--check/--no-check", help="Run the exported file on held-out samples against PyTorch (limit 1e-4)."
+        ),
     ] = True,
     debug: DebugOpt = False,
 ) -> None:
@@ -45,7 +48,8 @@ def command(
         from nntrain.export import TOLERANCE, export_checkpoint
 
         exported = export_checkpoint(checkpoint, fmt.value, out, with_preprocessing, check)
-        console.print(f"[bold]nntrain export[/] {escape(str(checkpoint))} -> {escape(str(exported.path))}", soft_wrap=True)
+        where = f"{escape(str(checkpoint))} -> {escape(str(exported.path))}"
+        console.print(f"[bold]nntrain export[/] {where}", soft_wrap=True)
         inputs = ", ".join(f"{i['name']} {_shape(i['shape'])} {i['dtype']}" for i in exported.meta["inputs"])
         outputs = ", ".join(f"{o['name']} {_shape(o['shape'])}" for o in exported.meta["outputs"])
         console.print(f"inputs: {escape(inputs)}; outputs: {escape(outputs)}", soft_wrap=True)

@@ -111,7 +111,7 @@ def _fit_seeds(config: Path, set_: Optional[list[str]], name: Optional[str], see
     from nntrain import seeds as many
     from nntrain.compare import compare
 
-    from nntrain.cli.compare import _table
+    from nntrain.cli.compare import comparison_table
 
     overrides = list(set_ or [])
     many.check_options(overrides, workers, resume, nproc)
@@ -124,7 +124,7 @@ def _fit_seeds(config: Path, set_: Optional[list[str]], name: Optional[str], see
     console.print(table)
     done = [str(r.run_dir) for r in results if r.run_dir is not None and r.status == "finished"]
     if len(done) > 1:
-        console.print(_table(compare(done, "seed")))
+        console.print(comparison_table(compare(done, "seed")))
         console.print("mean ± sample sd (ddof=1) over the finished seeds; again with: nntrain compare "
                       + " ".join(shlex.quote(d) for d in done), highlight=False, soft_wrap=True)
     many.raise_for(results, config, overrides, name)

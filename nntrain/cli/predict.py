@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
-from typing_extensions import Annotated
 
 from nntrain.cli.common import DebugOpt, console, run
 
@@ -24,7 +23,7 @@ class Format(str, enum.Enum):
 def command(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file, e.g. runs/x/<stamp>/checkpoints/best.pt.")],
     inputs: Annotated[
-        List[Path],
+        list[Path],
         typer.Argument(
             help="Inputs in the form the model was trained on: image files or folders, a CSV of feature "
             "columns or of texts, a time-series CSV, or an .npz.",
@@ -32,14 +31,17 @@ def command(
         ),
     ],
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Write every prediction to this file (default: a table here).")
+        Path | None, typer.Option("--out", help="Write every prediction to this file (default: a table here).")
     ] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Classes listed per input (default 5).")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Classes listed per input (default 5).")] = None,
     batch_size: Annotated[
-        Optional[int], typer.Option("--batch-size", help="Inputs per forward pass (default: data.eval_batch_size).")
+        int | None, typer.Option("--batch-size", help="Inputs per forward pass (default: data.eval_batch_size).")
     ] = None,
     fmt: Annotated[
-        Optional[Format], typer.Option("--format", help="csv or jsonl (default: from --out's suffix, else csv).")
+        Format | None, typer.Option("--format", help="csv or jsonl (default: from --out's suffix, else csv).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto (default: the training device).")
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -49,7 +51,7 @@ def command(
         from nntrain.predict import predict_to_file
 
         preds = predict_to_file(
-            checkpoint, inputs, out, None if fmt is None else fmt.value, top_k, batch_size
+            checkpoint, inputs, out, None if fmt is None else fmt.value, top_k, batch_size, device
         )
         if out is not None:
             console.print(f"{len(preds)} predictions written to {escape(str(out))}", soft_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
+from nntrain import jsonfile
 from nntrain.cli.common import DebugOpt, console, run
 
 
@@ -37,7 +37,7 @@ def command(
 
         items = collect(log_dir, name)
         if as_json:
-            print(json.dumps([i.to_json() for i in items], indent=2))
+            print(jsonfile.dumps([i.to_json() for i in items], indent=2))
             return
         if not items:
             what = f" named {name}" if name else ""

@@ -558,6 +558,8 @@ def check_augmentations(specs: Sequence[Any], x: torch.Tensor) -> None:
             except (RuntimeError, ValueError, IndexError) as exc:
                 msg = f"fails on the training inputs of shape {tuple(x.shape[1:])}: {str(exc).splitlines()[0]}"
         if msg is not None:
-            errors.append(f"data.augment.{i} ({name}): {msg}")
-    if errors:
-        raise DataError("\n".join(errors))
+            errors.append((i, f"{name}: {msg}"))
+    if errors:  # the first entry is the error's key (located in the config); the others follow, one a line
+        (first, text), rest = errors[0], errors[1:]
+        lines = [text, *(f"data.augment.{i}: {more}" for i, more in rest)]
+        raise DataError("\n".join(lines), key=("data", "augment", first))

@@ -12,12 +12,14 @@ an empty label, pyarrow missing -- it gives up and the line-accurate reader read
 again and raises its exact message (`file:line: ...`). A bad file costs one extra read; a
 good one is read at pandas' speed or better.
 
-Why pyarrow: on the 42,000 x 785 MNIST-layout table it parses at about the speed of
-`pandas.read_csv` on one core and scales with cores (pandas' parser is single-threaded); it
-takes explicit column types, so numbers go straight to float32 (no float64 DataFrame, no
-type inference); and its peak memory is the float32 table plus the output array, about
-half of pandas' (benchmarks/bench_ingest.py). numpy.loadtxt was 6x slower. It is imported
-inside `read_columns`, so `nntrain --help` never loads it.
+Why pyarrow, of the C readers at hand (benchmarks/bench_ingest.py; README "Measured numbers"):
+its parser is multithreaded (pandas' is not: on the 2 shared cores measured, the two took
+about the same time on the MNIST-layout table; with more cores pyarrow should pull ahead, not
+measured here); it takes explicit column types, so
+numbers go straight to float32 (no float64 DataFrame, no type inference, no consolidation
+copy) and its peak memory is the float32 table plus the output array, about half of pandas';
+and it imports in ~0.05 s where pandas takes ~0.3 s. numpy.loadtxt was 6x slower than both.
+pyarrow is imported inside `read_columns`, so `nntrain --help` never loads it.
 
 Numbers parsed by pyarrow are rounded to float32 once, directly from the text; the
 line-accurate reader goes through float64 first. The two agree except, rarely, in the last
@@ -144,9 +146,10 @@ def _read_exact(
 # ---------------------------------------------------------------- the fast path
 
 
-def _first_row(path: Path, delimiter: str) -> list[str] | None:
-    """The header row as Python's csv module reads it, or None when the fast path can't take the
-    file: unreadable, empty, not UTF-8, a header spanning lines, a delimiter csv refuses."""
+def _first_rows(path: Path, delimiter: str) -> tuple[list[str], list[str] | None] | None:
+    """The header row and the first data row (None if there is none) as Python's csv module
+    reads them, or None when the fast path can't take the file: unreadable, empty, not UTF-8,
+    a header spanning lines, a delimiter csv refuses."""
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
         return None
     try:
@@ -155,9 +158,29 @@ def _first_row(path: Path, delimiter: str) -> list[str] | None:
             header = next(reader, None)
             if not header or reader.line_num != 1:
                 return None
-            return header
+            return header, next((row for row in reader if row), None)
     except Exception:  # noqa: BLE001 - whatever it is, read_csv reports it exactly
         return None
+
+
+def _first_row(path: Path, delimiter: str) -> list[str] | None:
+    """The header row as Python's csv module reads it (None: as `_first_rows`)."""
+    rows = _first_rows(path, delimiter)
+    return None if rows is None else rows[0]
+
+
+def _has_quotes(path: Path) -> bool:
+    """Whether the file holds a '"' anywhere (compressed files: assumed so). Without one, no value
+    can span lines, and pyarrow may cut the file into blocks at any newline: about a third less
+    work than tracking quotes to find where rows end."""
+    if path.suffix in _COMPRESSED:
+        return True
+    buffer = bytearray(8 << 20)
+    with open(path, "rb") as f:
+        while n := f.readinto(buffer):
+            if buffer.find(b'"', 0, n) >= 0:
+                return True
+    return False
 
 
 def _block_size(n_fields: int) -> int:
@@ -177,40 +200,37 @@ def _read_fast(
         import pyarrow.csv as pacsv
     except ImportError:  # pragma: no cover - pyarrow is a dependency; without it, read slowly
         return None
-    header = _first_row(path, delimiter)
-    if header is None:
+    rows = _first_rows(path, delimiter)
+    if rows is None:
         return None
+    header, first = rows
     n_fields = len(header)
     wanted = {c for group in numbers for c in group}
     if label is not None and label[0] in wanted:
         return None  # a column read both ways: not a layout any source asks for
     names = [f"c{i}" for i in range(n_fields)]  # the header's own names may repeat or be empty
-    # Every column is read: the numbers as float32, the rest as text, which pyarrow checks is
-    # UTF-8 -- as the line-accurate reader decodes every byte of the file.
-    types = {name: (pa.float32() if i in wanted else pa.string()) for i, name in enumerate(names)}
+    # Numbers that look like whole numbers (the first row's do: pixels, counts, ids) are first
+    # parsed as uint32, a third cheaper than float32; any other cell (a sign, a point, an
+    # exponent, beyond 2**32) fails that attempt and the file is read again as float32. uint32
+    # values become the same float32s as their text would (numpy rounds to nearest even).
+    whole = first is not None and len(first) == n_fields
+    whole = whole and all(first[c].isdigit() and first[c].isascii() for c in wanted)
+    kinds = [pa.uint32(), pa.float32()] if whole else [pa.float32()]
     try:
-        source: Any = str(path)
-        if path.suffix in _COMPRESSED:
-            source = _DECOMPRESS[path.suffix](path, "rb")
+        quoted = _has_quotes(path)
+    except OSError:
+        return None
+    table = None
+    for kind in kinds:
+        # Every column is read: the numbers as `kind`, the rest as text, which pyarrow checks is
+        # UTF-8 -- as the line-accurate reader decodes every byte of the file.
+        types = {name: (kind if i in wanted else pa.string()) for i, name in enumerate(names)}
         try:
-            table = pacsv.read_csv(
-                source,
-                read_options=pacsv.ReadOptions(
-                    column_names=names, skip_rows=1, block_size=_block_size(n_fields), use_threads=True
-                ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
-                    newlines_in_values=True, ignore_empty_lines=True,
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types, null_values=[], true_values=[], false_values=[],
-                    strings_can_be_null=False, quoted_strings_can_be_null=False, check_utf8=True,
-                ),
-            )
-        finally:
-            if not isinstance(source, str):
-                source.close()
-    except Exception:  # noqa: BLE001 - any failure: the line-accurate reader reads it and says why
+            table = _pyarrow_read(pacsv, path, delimiter, names, types, quoted)
+            break
+        except Exception:  # noqa: BLE001 - any failure: the next kind, or the line-accurate reader
+            continue
+    if table is None:
         return None
 
     keep = None  # the rows left after drop_labels (None: all)
@@ -236,7 +256,7 @@ def _read_fast(
         del batch
     if keep is not None:
         arrays = [a[keep] for a in arrays]
-    for a in arrays:
+    for a in arrays if kind == pa.float32() else ():
         # NaN, infinities and values beyond float32's range (parsed as inf): the exact reader
         # says which cell. Chunked, so the check needs no array the size of the table.
         for start in range(0, len(a), 1 << 16):
@@ -244,6 +264,31 @@ def _read_fast(
                 return None
     n_rows = len(labels.codes) if labels is not None else n_rows
     return CsvColumns(path, arrays, labels, n_rows, fast=True)
+
+
+def _pyarrow_read(pacsv: Any, path: Path, delimiter: str, names: list[str], types: dict, quoted: bool) -> Any:
+    """The whole file as a pyarrow Table (the header row skipped; columns named `names`)."""
+    source: Any = str(path)
+    if path.suffix in _COMPRESSED:
+        source = _DECOMPRESS[path.suffix](path, "rb")
+    try:
+        return pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(
+                column_names=names, skip_rows=1, block_size=_block_size(len(names)), use_threads=True
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
+                newlines_in_values=quoted, ignore_empty_lines=True,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, null_values=[], true_values=[], false_values=[],
+                strings_can_be_null=False, quoted_strings_can_be_null=False, check_utf8=True,
+            ),
+        )
+    finally:
+        if not isinstance(source, str):
+            source.close()
 
 
 def _labels(

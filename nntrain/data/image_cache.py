@@ -82,17 +82,17 @@ def folder_key(root: Path, files: Sequence[Path], height: int, width: int, grays
     from PIL import __version__ as pil_version
 
     digest = hashlib.sha256(f"{MAGIC!r} {height}x{width} {grayscale} PIL {pil_version}\n".encode())
-    root = Path(root)
+    prefix = os.path.join(os.fspath(root), "")
+    lines = []
     for file in files:
+        path = os.fspath(file)
         try:
-            st = os.stat(file)
+            st = os.stat(path)
         except OSError:
             return None
-        try:
-            name = str(Path(file).relative_to(root))
-        except ValueError:
-            name = str(Path(file).resolve())
-        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        name = path[len(prefix):] if path.startswith(prefix) else os.path.abspath(path)
+        lines.append(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    digest.update("".join(lines).encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class InputSpec:
     info: DataInfo
     source: str
     options: dict[str, Any] = field(default_factory=dict)
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
 
     @property
     def state(self) -> dict[str, Any]:
@@ -83,10 +83,19 @@ class InputSpec:
 
 @dataclass
 class Inputs:
-    """The prepared inputs (before normalization), one name per sample (a path, `id` or file:line)."""
+    """The prepared inputs (before normalization), one name per sample (a path, `id` or file:line).
+
+    With `pixels`, `x` holds uint8 images that `float_images` turns into the source's values
+    (left to the caller, batch by batch: a quarter of the memory until then).
+    """
 
     names: list[str]
     x: torch.Tensor
+    pixels: bool = False
+
+    def values(self) -> torch.Tensor:
+        """`x` as the source gives it (pixels scaled to [0, 1])."""
+        return float_images(self.x) if self.pixels else self.x
 
 
 def input_spec(info: DataInfo, source: str, options: dict[str, Any], recurrent: bool) -> InputSpec:
@@ -151,11 +160,12 @@ def _is_csv(path: Path) -> bool:
 def _concat(parts: list[Inputs], spec: InputSpec) -> Inputs:
     """One tensor of every part; sequences of different lengths are padded to the longest."""
     names = [n for p in parts for n in p.names]
-    xs = [p.x for p in parts]
+    pixels = all(p.pixels for p in parts)
+    xs = [p.x if pixels else p.values() for p in parts]
     if len(xs) > 1 and xs[0].dim() >= 2 and len({x.shape[1] for x in xs}) > 1 and spec.kind in ("text", "arrays"):
         steps = max(x.shape[1] for x in xs)
         xs = [_pad_steps(x, steps) for x in xs]
-    return Inputs(names, torch.cat(xs) if len(xs) > 1 else xs[0])
+    return Inputs(names, torch.cat(xs) if len(xs) > 1 else xs[0], pixels)
 
 
 def _pad_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -210,26 +220,34 @@ def _image_files(files: list[Path], spec: InputSpec) -> Inputs:
             f"give its inputs as an .npz"
         )
     pixels = decode_images(files, height, width, grayscale=channels == 1)
-    return Inputs([str(f) for f in files], float_images(pixels))
+    return Inputs([str(f) for f in files], pixels, pixels=True)
 
 
 # ---------------------------------------------------------------- .npz
 
 
 def _npz(path: Path, spec: InputSpec) -> Inputs:
-    from nntrain.data.sources.npz import prepare_inputs
+    from nntrain.data.sources.npz import nchw, prepare_inputs
 
     npz_source = spec.source == "npz"
     x_key = spec.options.get("x_key", "x") if npz_source else "x"
     lengths_key = spec.options.get("lengths_key", "lengths") if npz_source else "lengths"
     arrays, present = read_npz(path, "path", [x_key, lengths_key, ID_COLUMN])
     if x_key not in arrays:
-        raise DataError(f"{path}: no array '{x_key}' (arrays: {', '.join(present) or 'none'}); save the inputs as '{x_key}'")
+        raise DataError(
+            f"{path}: no array '{x_key}' (arrays: {', '.join(present) or 'none'}); save the inputs as '{x_key}'"
+        )
     layout = {"images": "images", "table": "tabular", "text": "tokens", "series": "sequences"}.get(spec.kind)
     if layout is None:
         layout = spec.options.get("layout", "auto") if npz_source else "auto"
     where = f"{path}:{x_key}"
-    x = prepare_inputs(arrays[x_key], arrays.get(lengths_key), layout, where)
+    array = arrays[x_key]
+    if spec.kind == "images" and array.dtype == np.uint8 and array.ndim in (3, 4) and len(array):
+        x = nchw(torch.from_numpy(array), where)  # uint8 until each batch, as `float_images` scales it
+        names = _npz_names(path, arrays.get(ID_COLUMN), len(x))
+        _check_shape(x, spec, where)
+        return Inputs(names, x, pixels=True)
+    x = prepare_inputs(array, arrays.get(lengths_key), layout, where)
     names = _npz_names(path, arrays.get(ID_COLUMN), len(x))
     if spec.kind == "series":
         x = _scale_series(x, spec, where)
@@ -246,10 +264,11 @@ def _npz(path: Path, spec: InputSpec) -> Inputs:
     return Inputs(names, x)
 
 
-def _npz_names(path: Path, ids: Optional[np.ndarray], n: int) -> list[str]:
+def _npz_names(path: Path, ids: np.ndarray | None, n: int) -> list[str]:
     if ids is not None and ids.shape[:1] == (n,):
         return [str(v) for v in ids.reshape(n, -1)[:, 0]] if ids.ndim > 1 else [str(v) for v in ids]
-    return [f"{path}[{i}]" for i in range(n)]
+    name = str(path)
+    return [f"{name}[{i}]" for i in range(n)]
 
 
 def _check_shape(x: torch.Tensor, spec: InputSpec, where: str) -> None:
@@ -258,7 +277,9 @@ def _check_shape(x: torch.Tensor, spec: InputSpec, where: str) -> None:
     if spec.max_steps is None and len(want) >= 1 and (len(want) == 2 or spec.info.vocab_size is not None):
         want, got = want[1:], got[1:]  # any number of time steps
     if got != want:
-        raise DataError(f"{where}: inputs of shape {tuple(x.shape[1:])} per sample; this model takes {tuple(spec.info.input_shape)}")
+        raise DataError(
+            f"{where}: inputs of shape {tuple(x.shape[1:])} per sample; this model takes {tuple(spec.info.input_shape)}"
+        )
 
 
 # ---------------------------------------------------------------- CSV
@@ -333,7 +354,7 @@ def _texts(table: CsvTable, spec: InputSpec) -> Inputs:
     return Inputs(_row_names(table), encode(docs, state["vocab"], int(state["max_len"])))
 
 
-def _series_columns(spec: InputSpec) -> list[str]:
+def series_columns(spec: InputSpec) -> list[str]:
     """The input columns of a forecaster, in the order of its features."""
     state = spec.state
     columns = state.get("columns") or _as_list(spec.options.get("columns"))
@@ -346,9 +367,11 @@ def _series_columns(spec: InputSpec) -> list[str]:
 
 def _scale_series(x: torch.Tensor, spec: InputSpec, where: str) -> torch.Tensor:
     """Values in original units -> the units the model was trained on (the stored scaler)."""
-    columns = _series_columns(spec)
+    columns = series_columns(spec)
     if x.shape[-1] != len(columns):
-        raise DataError(f"{where}: {x.shape[-1]} values per step; this model takes {len(columns)} ({', '.join(columns)})")
+        raise DataError(
+            f"{where}: {x.shape[-1]} values per step; this model takes {len(columns)} ({', '.join(columns)})"
+        )
     # As the source does: (value - shift) / scale in float64, then float32.
     shift = torch.tensor([spec.state["shift"][c] for c in columns], dtype=torch.float64)
     scale = torch.tensor([spec.state["scale"][c] for c in columns], dtype=torch.float64)
@@ -356,12 +379,13 @@ def _scale_series(x: torch.Tensor, spec: InputSpec, where: str) -> torch.Tensor:
 
 
 def _series(table: CsvTable, spec: InputSpec) -> Inputs:
-    columns = _series_columns(spec)
+    columns = series_columns(spec)
     window = spec.info.input_shape[0]
     idx = [_column(table, c, f"the model forecasts from {', '.join(columns)}") for c in columns]
     if len(table.rows) < window:
         raise DataError(
-            f"{table.path}: {len(table.rows)} rows; the model forecasts from the last {window} rows, so give at least {window}"
+            f"{table.path}: {len(table.rows)} rows; the model forecasts from the last {window} rows, "
+            f"so give at least {window}"
         )
     values = torch.from_numpy(table.floats(idx)[-window:])  # every row is checked, as training did
     return Inputs([str(table.path)], _scale_series(values.unsqueeze(0), spec, str(table.path)))

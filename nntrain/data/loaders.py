@@ -303,11 +303,12 @@ def _train_val(splits: Any, val_split: float, seed: int, name: str) -> tuple[Pai
         val, (x, y) = (x[held], y[held]), (x[kept], y[kept])
         if len(x) == 0:
             raise DataError(
-                f"data.val_split: '{name}' has {len(held)} samples; holding out {len(held)} for validation "
-                f"leaves none to train on (lower val_split, or give more data)"
+                f"'{name}' has {len(held)} samples; holding out {len(held)} for validation "
+                f"leaves none to train on (lower val_split, or give more data)",
+                key=("data", "val_split"),
             )
     if len(x) == 0:
-        raise DataError(f"data.dataset: '{name}' gives no training samples")
+        raise DataError(f"'{name}' gives no training samples", key=("data", "dataset"))
     return (x, y), val
 
 
@@ -317,12 +318,13 @@ def _check_agrees(split: str, tensors: Optional[Pair], train: Pair, name: str) -
         return
     (x, y), (x_train, y_train) = tensors, train
     if len(x) != len(y):
-        raise DataError(f"data.dataset: '{name}' gives {len(x)} {split} inputs but {len(y)} {split} targets")
+        raise DataError(f"'{name}' gives {len(x)} {split} inputs but {len(y)} {split} targets", key=("data", "dataset"))
     for what, a, b in (("inputs", x, x_train), ("targets", y, y_train)):
         if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
             raise DataError(
-                f"data.dataset: '{name}' gives {split} {what} of shape {tuple(a.shape[1:])} ({a.dtype}), "
-                f"but training {what} of shape {tuple(b.shape[1:])} ({b.dtype})"
+                f"'{name}' gives {split} {what} of shape {tuple(a.shape[1:])} ({a.dtype}), "
+                f"but training {what} of shape {tuple(b.shape[1:])} ({b.dtype})",
+                key=("data", "dataset"),
             )
 
 
@@ -352,8 +354,8 @@ def _check_labelled(info: DataInfo, name: str) -> None:
         has_task = "task" in DATASETS.parameters(name)
         hint = " (for a regression target, set data.dataset.task: regression)" if has_task else ""
         raise DataError(
-            f"data.dataset: '{name}' gives one class ({', '.join(info.classes or ['?'])}); classification "
-            f"needs at least 2{hint}"
+            f"'{name}' gives one class ({', '.join(info.classes or ['?'])}); classification needs at least 2{hint}",
+            key=("data", "dataset"),
         )
     if info.task == "unlabeled":
-        raise DataError(f"data.dataset: '{name}' has no labels (y_key: null); set data.task: reconstruction")
+        raise DataError(f"'{name}' has no labels (y_key: null); set data.task: reconstruction", key=("data", "dataset"))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from nntrain.errors import DataError, did_you_mean
+from nntrain.errors import DataError, did_you_mean, shorten
 
 # One CSV column or several.
 Columns = Union[str, Annotated[list[str], Field(min_length=1)]]
@@ -47,7 +47,7 @@ def existing_file(path: Union[str, Path], key: str = "path") -> Path:
     p = Path(path)
     if not p.is_file():
         what = "is a folder, not a file" if p.is_dir() else "not found"
-        raise DataError(f"data.dataset.{key}: '{path}' {what} (relative paths start at {Path.cwd()})")
+        raise DataError(f"'{path}' {what} (relative paths start at {Path.cwd()})", key=("data", "dataset", key))
     return p
 
 
@@ -56,7 +56,9 @@ def existing_folder(path: Union[str, Path], key: str) -> Path:
     p = Path(path)
     if not p.is_dir():
         what = "is a file, not a folder" if p.exists() else "not found"
-        raise DataError(f"data.dataset.{key}: folder '{path}' {what} (relative paths start at {Path.cwd()})")
+        raise DataError(
+            f"folder '{path}' {what} (relative paths start at {Path.cwd()})", key=("data", "dataset", key)
+        )
     return p
 
 
@@ -104,7 +106,8 @@ class CsvTable:
             return self.header.index(name)
         hint = did_you_mean(name, self.header)
         raise DataError(
-            f"data.dataset.{key}: {self.path} has no column '{name}'{hint} (columns: {', '.join(self.header)})"
+            f"{self.path} has no column '{name}'{hint} (columns: {', '.join(self.header)})",
+            key=("data", "dataset", key),
         )
 
     def strings(self, col: int) -> list[str]:
@@ -145,7 +148,10 @@ def read_csv(path: Path, delimiter: str = ",") -> CsvTable:
     """Reads a whole CSV file with a header row; a row whose field count differs from the
     header's, bytes that are not UTF-8 or an unreadable file are DataErrors naming the line."""
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
-        raise DataError(f"data.dataset.delimiter: {delimiter!r} can't separate fields; give one character, e.g. ';'")
+        raise DataError(
+            f"{shorten(delimiter)} can't separate fields; give one character, e.g. ';'",
+            key=("data", "dataset", "delimiter"),
+        )
     try:
         with open_text(path) as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -180,8 +186,9 @@ def read_npz(path: Path, key: str, names: list[Optional[str]]) -> tuple[dict[str
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise DataError(
-                f"data.dataset.{key}: {path} holds one bare array (.npy), not named arrays; "
-                f"save them with np.savez({path.stem}.npz, {names[0]}=inputs, {names[1] or 'y'}=targets)"
+                f"{path} holds one bare array (.npy), not named arrays; "
+                f"save them with np.savez({path.stem}.npz, {names[0]}=inputs, {names[1] or 'y'}=targets)",
+                key=("data", "dataset", key),
             )
         with loaded as npz:
             present = list(npz.keys())

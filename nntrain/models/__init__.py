@@ -6,11 +6,14 @@ import types
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from nntrain import memory
 from nntrain.data.info import INFERRED
 from nntrain.errors import CheckpointError, ConfigError, Key, shorten, unknown
+from nntrain.memory import format_bytes
 from nntrain.registries import MODELS
 
 
@@ -52,15 +55,16 @@ _INIT_FROM = ("model", "init_from")
 MODELS.set_checks(extra_keys={"init_from": init_from_problems}, filled=INFERRED)
 
 
-def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
+def build_model(spec: dict[str, Any], inferred: dict[str, Any], device: Optional[torch.device] = None) -> nn.Module:
     """Builds `spec`, filling in the sizes the data determines.
 
     Args:
         spec: the `model` section ({name, **kwargs}).
         inferred: sizes the data says (in_features, in_channels, image_size, num_classes...).
+        device: where the model will be trained or run (its memory is checked too); it is built on the CPU.
 
     Raises:
-        ConfigError: an explicit size disagrees with the data.
+        ConfigError: an explicit size disagrees with the data; the model doesn't fit in memory.
     """
     params = MODELS.parameters(spec["name"])
     kwargs = {k: v for k, v in spec.items() if k not in ("name", "init_from")}
@@ -82,10 +86,49 @@ def build_model(spec: dict[str, Any], inferred: dict[str, Any]) -> nn.Module:
             f"model '{spec['name']}' needs it and the data doesn't determine it; set it in the config",
             key=("model", missing[0]),
         )
-    model = MODELS.build({"name": spec["name"], **kwargs})
+    model = _build_within_memory({"name": spec["name"], **kwargs}, device)
     if spec.get("init_from") is not None:
         init_from(model, InitFrom.model_validate(spec["init_from"]), spec["name"])
     return model
+
+
+def _build_within_memory(spec: dict[str, Any], device: Optional[torch.device]) -> nn.Module:
+    """MODELS.build(spec), after building it on the meta device (no memory, no random numbers
+    drawn) to check that its weights fit on the host and on `device`: a ConfigError with the size
+    it needs instead of an allocator's traceback, also when the allocation fails anyway."""
+    rng = torch.get_rng_state()
+    try:
+        with torch.device("meta"):
+            nbytes, count = _sizes(MODELS.build(spec))
+    except Exception:  # noqa: BLE001 - a builder that can't run on meta: the real build says what is wrong
+        nbytes = count = None
+    finally:
+        torch.set_rng_state(rng)
+    if nbytes is not None:
+        for where in dict.fromkeys([torch.device("cpu"), device or torch.device("cpu")]):
+            problem = memory.need(nbytes, where)
+            if problem is not None:
+                raise ConfigError(_too_large(spec["name"], count, nbytes, problem), key=("model",))
+    try:
+        return MODELS.build(spec)
+    except Exception as exc:
+        if not memory.is_out_of_memory(exc):
+            raise
+        problem = f"could not be allocated ({str(exc).strip().splitlines()[0][:200]})"
+        raise ConfigError(_too_large(spec["name"], count, nbytes, problem), key=("model",)) from None
+
+
+def _sizes(model: nn.Module) -> tuple[int, int]:
+    """(bytes of parameters and buffers, number of parameters)."""
+    return memory.tensor_bytes(model), sum(p.numel() for p in model.parameters())
+
+
+def _too_large(name: str, count: Optional[int], nbytes: Optional[int], problem: str) -> str:
+    size = "" if count is None or nbytes is None else (
+        f" has {count:,} parameters ({format_bytes(nbytes)} of weights; training adds gradients and "
+        f"optimizer state, about 2-3x more) and"
+    )
+    return f"model '{name}'{size} {problem}; make it smaller (fewer or narrower layers)"
 
 
 def _freeze(module: nn.Module) -> None:

@@ -20,7 +20,7 @@ th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-.note { color: #666; font-style: italic; } .wrong { color: #b00; }
+.note { color: #666; font-style: italic; }
 nav a { margin-right: 1em; }
 """
 
@@ -43,9 +43,11 @@ def paragraph(content: str, note: bool = False) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None,
-          left: int = 1, css: str = "") -> str:
-    """A table; the first `left` columns are left-aligned (names), the others right (numbers)."""
-    cls = lambda i: ' class="l"' if i < left else ""  # noqa: E731
+          left: int | Sequence[int] = 1, css: str = "") -> str:
+    """A table; columns in `left` (the first `left` ones if a number) are left-aligned (names,
+    texts), the others right-aligned (numbers)."""
+    lefts = set(range(left)) if isinstance(left, int) else set(left)
+    cls = lambda i: ' class="l"' if i in lefts else ""  # noqa: E731
     head = "".join(f"<th{cls(i)}>{text(h)}</th>" for i, h in enumerate(header))
     body = "".join(
         "<tr>" + "".join(f"<td{cls(i)}>{text(v)}</td>" for i, v in enumerate(row)) + "</tr>" for row in rows

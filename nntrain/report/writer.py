@@ -20,7 +20,6 @@ from nntrain.build import Parts, load_trained
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import to_yaml
 from nntrain.device import autocast
-from nntrain.errors import DataError
 from nntrain.evaluate import Measured, evaluate_all
 from nntrain.plots import write_error
 from nntrain.report import html
@@ -51,10 +50,10 @@ def report_run(
     autocast_ctx: contextlib.AbstractContextManager | None = None,
 ) -> Path | None:
     """The report `nntrain fit` writes into `<run>/report/` at the end: the best checkpoint (else
-    the last) on the test split (else val), its weights loaded into `model` (default:
-    `parts.model`; the trainer's averaged copy with train.ema / train.swa). Evaluates in this
-    process alone, with the plain model: under torchrun only rank 0 calls it. Returns
-    report.html's path, or None when the run saved no checkpoint."""
+    the last) on the test split (val when there is none or `train.test_at_end` is false), its
+    weights loaded into `model` (default: `parts.model`; the trainer's averaged copy with
+    train.ema / train.swa). Evaluates in this process alone, with the plain model: under torchrun
+    only rank 0 calls it. Returns report.html's path, or None when the run saved no checkpoint."""
     folder = Path(run_dir) / "checkpoints"
     path = next((folder / name for name in ("best.pt", "last.pt") if (folder / name).is_file()), None)
     if path is None:
@@ -62,7 +61,9 @@ def report_run(
     ckpt = load_checkpoint(path)
     model = model if model is not None else parts.model
     model.load_state_dict(ckpt["model"])
-    split = next((s for s in ("test", "val") if getattr(parts.data, s) is not None), "train")
+    # The test split only where the run was tested at its end (train.test_at_end: false keeps it unseen).
+    tested = parts.cfg.train.test_at_end and parts.data.test is not None
+    split = "test" if tested else "val" if parts.data.val is not None else "train"
     return write_report(Path(run_dir) / FOLDER, parts, ckpt, split, path, Path(run_dir), autocast_ctx, model=model)[0]
 
 
@@ -97,7 +98,7 @@ def write_report(
     (PNG) into `out`. Returns report.html's path and what report.json holds.
 
     Args:
-        out: the report's folder (created; files of an earlier report in it are replaced).
+        out: the report's folder (created; an earlier report's files of the same names are written over).
         parts: the model with its weights, its data (as in training) and config.
         ckpt: the checkpoint the weights came from (epoch, step, provenance).
         split: train, val or test.
@@ -107,8 +108,6 @@ def write_report(
         wrong: how many of the most confidently wrong samples the gallery shows.
         model: the model to evaluate, if not `parts.model` (the trainer's averaged copy).
     """
-    if getattr(parts.data, split, None) is None:
-        raise DataError(f"the data has no {split} split to report on (choose another with --split)")
     if autocast_ctx is None:
         autocast_ctx = autocast(parts.device, parts.cfg.train.precision)
     record, measured = evaluate_all(
@@ -118,7 +117,7 @@ def write_report(
     info = parts.data.info
     x, y = parts.data.split(split)
     report = _Report()
-    _overview(report, record, split, checkpoint, ckpt, len(y))
+    _overview(report, record, split, len(y))
     if info.task == "classification":
         _classification(report, record, split)
         _wrong(report, parts, measured, x, y, record["classes"], wrong)
@@ -166,8 +165,7 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _overview(report: _Report, record: dict[str, Any], split: str, checkpoint: Path, ckpt: dict[str, Any],
-              samples: int) -> None:
+def _overview(report: _Report, record: dict[str, Any], split: str, samples: int) -> None:
     section = report.section("metrics", "Metrics")
     rows = []
     for key, value in record.items():
@@ -237,7 +235,7 @@ def _wrong(report: _Report, parts: Parts, measured: Measured, x: torch.Tensor, y
     header = ["sample", "true", "predicted", "probability", "p(true)"] + ([key] if text is not None else [])
     rows = [[s["index"], s["true"], s["predicted"], f"{s['probability']:.3f}", f"{s['true_probability']:.3f}"]
             + ([s[key]] if text is not None else []) for s in samples]
-    section.parts.append(html.table(header, rows, left=1 if text is None else 6, css="wrong-samples"))
+    section.parts.append(html.table(header, rows, left=(1, 2) if text is None else (1, 2, 5), css="wrong-samples"))
 
 
 def _original_units(info: Any, values: torch.Tensor) -> np.ndarray:

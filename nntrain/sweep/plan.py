@@ -108,6 +108,7 @@ class _TrialSource(Source):
     def __init__(self, base: Source, params: dict[Key, str]):
         super().__init__(base.path, base.lines)
         self.overrides = base.overrides
+        self.files = base.files  # keys written in a base config (issue 14)
         self.params = params
 
     def where(self, key: Key) -> str:

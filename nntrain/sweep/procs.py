@@ -90,7 +90,7 @@ def die_with_parent() -> None:
         if not armed:
             os.kill(os.getpid(), signal.SIGTERM)  # stops the trial like a SIGTERM from the parent
         time.sleep(KILL_AFTER_S)
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
     threading.Thread(target=watch, name="nntrain-parent-watch", daemon=True).start()
 

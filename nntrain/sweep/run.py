@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from nntrain import jsonfile
 from nntrain.config import to_yaml
 from nntrain.errors import ConfigError, Interrupted, NntrainError, RunError
 from nntrain.sweep import procs
@@ -48,7 +49,7 @@ def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Op
             "study": study or plan.cfg.name, "created": datetime.now().isoformat(timespec="seconds"),
         }
         try:
-            (sweep_dir / "sweep.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            (sweep_dir / "sweep.json").write_text(jsonfile.dumps(meta, indent=2), encoding="utf-8")
         except OSError as exc:
             raise RunError(f"cannot write {sweep_dir / 'sweep.json'}: {exc.strerror or exc}") from None
     else:
@@ -277,7 +278,7 @@ def summarize(plan: Plan, study: Any, place: SweepPlace) -> dict[str, Any]:
             )
             path.write_text(header + to_yaml(cfg), encoding="utf-8")
             summary["best_yaml"] = str(path)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (folder / "summary.json").write_text(jsonfile.dumps(summary, indent=2), encoding="utf-8")
         names = [p.name for p in plan.params]
         with open(folder / "trials.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

@@ -297,7 +297,8 @@ def count_trials(study: Any) -> tuple[int, int]:
 
     done = running = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs):
+        failed_alone = t.state == TrialState.FAIL and "error" in t.user_attrs  # its own error: not run again
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or failed_alone:
             done += 1
         elif t.state == TrialState.RUNNING:
             running += 1

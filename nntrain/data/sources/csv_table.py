@@ -37,7 +37,7 @@ def csv_table(
     """
     targets = as_list(target)
     if task == "classification" and len(targets) != 1:
-        raise DataError("data.dataset.target: a classification target is one column")
+        raise DataError("a classification target is one column", key=("data", "dataset", "target"))
     train = csv_header(existing_file(path, "path"), delimiter)
     names = features if features is not None else [h for h in train.header if h not in targets]
     _check_features(names, targets, train)
@@ -74,14 +74,15 @@ def _check_features(names: list[str], targets: list[str], table: CsvTable) -> No
     """A DataError if there is no feature, or a target is one."""
     if not names:
         raise DataError(
-            f"data.dataset.features: {table.path} has no column besides the target ({', '.join(targets)}); "
-            f"a model needs at least one feature"
+            f"{table.path} has no column besides the target ({', '.join(targets)}); a model needs at least one feature",
+            key=("data", "dataset", "features"),
         )
     leaked = [t for t in targets if t in names]
     if leaked:
         raise DataError(
-            f"data.dataset.features: '{leaked[0]}' is the target; a model given its own target as a "
-            f"feature learns nothing useful (remove it from features)"
+            f"'{leaked[0]}' is the target; a model given its own target as a "
+            f"feature learns nothing useful (remove it from features)",
+            key=("data", "dataset", "features"),
         )
 
 
@@ -94,6 +95,7 @@ def _check_same_columns(train: CsvTable, test: CsvTable) -> None:
             f"{what}: {', '.join(cols)}" for what, cols in (("missing", missing), ("extra", extra)) if cols
         )
         raise DataError(
-            f"data.dataset.test_path: {test.path}:1: the columns differ from {train.path}'s ({diff}); "
-            f"give the same columns, or list data.dataset.features"
+            f"{test.path}:1: the columns differ from {train.path}'s ({diff}); "
+            f"give the same columns, or list data.dataset.features",
+            key=("data", "dataset", "test_path"),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Union
 
@@ -11,7 +12,7 @@ from nntrain.data.image_cache import load_images
 from nntrain.data.info import DataInfo
 from nntrain.data.reading import IMAGE_EXTENSIONS, existing_folder, float_images
 from nntrain.data.splits import DEFAULT_CONTEXT, PositiveInt, SourceContext, Splits
-from nntrain.errors import DataError
+from nntrain.errors import DataError, shorten
 from nntrain.registries import DATASETS
 
 
@@ -34,7 +35,7 @@ def image_folder(
     has the same layout and the same classes.
     """
     if not isinstance(size, int) and len(size) != 2:
-        raise DataError(f"data.dataset.size: give one side or [height, width] (got {size})")
+        raise DataError(f"give one side or [height, width] (got {shorten(size)})", key=("data", "dataset", "size"))
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     files, labels, classes = _samples(root, "root", None)
     test = None if test_root is None else _samples(test_root, "test_root", classes)  # checked before decoding
@@ -47,27 +48,49 @@ def image_folder(
     return Splits(x, y, DataInfo("classification", tuple(x.shape[1:]), len(classes), classes), x_test, y_test)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The image files at any depth under `folder`, in path order: what
+    `sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())`
+    gives (links to folders are not followed), without a stat per file or pathlib's slow `<`:
+    a cached folder of 20,000 images is listed in a fraction of the time."""
+    files, stack = [], [os.fspath(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                entries = list(it)
+        except OSError:  # unreadable: skipped, as rglob skips it
+            continue
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                stack.append(entry.path)
+                continue
+            dot = entry.name.rfind(".")  # Path.suffix: the last dot, not a leading one nor at the end
+            suffix = entry.name[dot:] if 0 < dot < len(entry.name) - 1 else ""
+            if suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
+                files.append(Path(entry.path))
+    return sorted(files, key=lambda p: p.parts)  # the order of Path's own `<`
+
+
 def _samples(folder: str, key: str, classes: Optional[list[str]]) -> tuple[list[Path], list[int], list[str]]:
     """The image files under `folder`, their class indices and the class names (its subfolders)."""
     top = existing_folder(folder, key)
     found = sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes is not None and found != classes:
         raise DataError(
-            f"data.dataset.{key}: the classes in '{folder}' {found} differ from the training classes {classes}"
+            f"the classes in '{folder}' {found} differ from the training classes {classes}",
+            key=("data", "dataset", key),
         )
-    samples = [
-        (file, label)
-        for label, name in enumerate(found)
-        for file in sorted((top / name).rglob("*"))
-        if file.suffix.lower() in IMAGE_EXTENSIONS and file.is_file()
-    ]
+    samples = [(file, label) for label, name in enumerate(found) for file in _image_files(top / name)]
     extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     if not found or not samples:
-        raise DataError(f"data.dataset.{key}: no images in '{folder}'; expected {folder}/<class>/<image> ({extensions})")
+        raise DataError(
+            f"no images in '{folder}'; expected {folder}/<class>/<image> ({extensions})", key=("data", "dataset", key)
+        )
     empty = sorted(set(found) - {found[label] for _, label in samples})
     if empty:
         raise DataError(
-            f"data.dataset.{key}: class folders without images in '{folder}': {', '.join(empty)} "
-            f"(each subfolder is a class; remove it, or add images: {extensions})"
+            f"class folders without images in '{folder}': {', '.join(empty)} "
+            f"(each subfolder is a class; remove it, or add images: {extensions})",
+            key=("data", "dataset", key),
         )
     return [file for file, _ in samples], [label for _, label in samples], found

@@ -91,9 +91,13 @@ def _arrays(
     file = existing_file(path, key)
     arrays, present = read_npz(file, key, [x_key, y_key, lengths_key])
     if x_key not in present:
-        raise DataError(f"data.dataset.x_key: {file} has no array '{x_key}' (arrays: {', '.join(present)})")
+        raise DataError(
+            f"{file} has no array '{x_key}' (arrays: {', '.join(present)})", key=("data", "dataset", "x_key")
+        )
     if y_key is not None and y_key not in present:
-        raise DataError(f"data.dataset.y_key: {file} has no array '{y_key}' (arrays: {', '.join(present)})")
+        raise DataError(
+            f"{file} has no array '{y_key}' (arrays: {', '.join(present)})", key=("data", "dataset", "y_key")
+        )
     x, y, lengths = arrays[x_key], arrays.get(y_key) if y_key is not None else None, arrays.get(lengths_key)
     if y is not None and x.ndim and y.ndim and len(y) != len(x):
         raise DataError(f"{path}: '{x_key}' has {len(x)} samples but '{y_key}' has {len(y)}")
@@ -171,8 +175,8 @@ def prepare_inputs(x: np.ndarray, lengths: Optional[np.ndarray], layout: Layout,
     t = convert(t, lengths, where)
     if t[0].numel() == 0:
         raise DataError(f"{where}: samples of shape {tuple(t.shape[1:])} hold no values; a model needs at least one")
-    if t.is_floating_point():  # checked after the cast to float32: 1e300 becomes inf
-        _check_finite(t, x, layout == "sequences", where)
+    if t.is_floating_point() and x.dtype.kind == "f":  # checked after the cast to float32: 1e300 becomes inf
+        _check_finite(t, x, layout == "sequences", where)  # (integers always cast to finite floats)
     return t
 
 
@@ -198,12 +202,19 @@ def _auto_layout(x: np.ndarray, where: str) -> Layout:
     return layout
 
 
-def _images(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:
+def nchw(t: torch.Tensor, where: str) -> torch.Tensor:
+    """Images as (N, C, H, W) from (N, H, W), (N, C, H, W) or (N, H, W, C), in their own dtype
+    (`nntrain predict` keeps uint8 pixels until each batch)."""
     if t.dim() == 4 and t.shape[1] not in (1, 3, 4) and t.shape[-1] in (1, 3, 4):
         t = t.permute(0, 3, 1, 2).contiguous()  # N, H, W, C -> N, C, H, W
     if t.dim() not in (3, 4):
         raise DataError(f"{where}: images must be (N, H, W) or (N, C, H, W), not {tuple(t.shape)}")
-    return float_images(t) if t.dtype == torch.uint8 else (t.unsqueeze(1) if t.dim() == 3 else t).float()
+    return t.unsqueeze(1) if t.dim() == 3 else t
+
+
+def _images(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:
+    t = nchw(t, where)
+    return float_images(t) if t.dtype == torch.uint8 else t.float()
 
 
 def _tabular(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:

@@ -84,9 +84,12 @@ def text_csv(
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise DataError(f"data.dataset.pattern: not a valid regular expression ({exc})") from None
+        raise DataError(f"not a valid regular expression ({exc})", key=("data", "dataset", "pattern")) from None
     if text == label:
-        raise DataError(f"data.dataset.label: '{label}' is also the text column; a model given its label learns nothing")
+        raise DataError(
+            f"'{label}' is also the text column; a model given its label learns nothing",
+            key=("data", "dataset", "label"),
+        )
 
     def load(p: str, key: str) -> Texts:
         table = read_csv(existing_file(p, key), delimiter)
@@ -147,11 +150,13 @@ def _check_training_texts(
     """A DataError if no training row is left, or no training text has a word."""
     if not docs:
         raise DataError(
-            f"data.val_split: {path} has {len(val[0])} rows{' besides the test split' if has_test else ''}; "
-            f"holding out {len(val[0])} for validation leaves none to train on (lower val_split, or give more data)"
+            f"{path} has {len(val[0])} rows{' besides the test split' if has_test else ''}; "
+            f"holding out {len(val[0])} for validation leaves none to train on (lower val_split, or give more data)",
+            key=("data", "val_split"),
         )
     if not any(docs):
         raise DataError(
-            f"data.dataset.text: no training text in column '{column}' of {path} has a word that "
-            f"data.dataset.pattern '{pattern}' matches; is it the column of texts?"
+            f"no training text in column '{column}' of {path} has a word that "
+            f"data.dataset.pattern '{pattern}' matches; is it the column of texts?",
+            key=("data", "dataset", "text"),
         )

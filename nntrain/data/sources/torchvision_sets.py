@@ -29,13 +29,15 @@ def _torchvision(cls_name: str, root: str, download: bool) -> tuple[Any, Any]:
         return cls(root, train=True, download=download), cls(root, train=False, download=download)
     except RuntimeError as exc:  # torchvision: "Dataset not found..."
         raise DataError(
-            f"data.dataset: {cls_name} not found under '{Path(root).resolve()}' ({exc}); "
-            f"set data.dataset.download: true, or set data.dataset.root to a folder holding it"
+            f"{cls_name} not found under '{Path(root).resolve()}' ({exc}); "
+            f"set data.dataset.download: true, or set data.dataset.root to a folder holding it",
+            key=("data", "dataset"),
         ) from None
     except OSError as exc:  # no network, permission denied, ...
         raise DataError(
-            f"data.dataset: could not download {cls_name} into '{Path(root).resolve()}' ({exc}); "
-            f"this machine may have no network: copy the files there and set download: false"
+            f"could not download {cls_name} into '{Path(root).resolve()}' ({exc}); "
+            f"this machine may have no network: copy the files there and set download: false",
+            key=("data", "dataset"),
         ) from None
 
 
