@@ -55,13 +55,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, even without an installed package
 
+from nntrain.build import build_callbacks, build_parts, build_trainer  # noqa: E402
 from nntrain.callbacks import ProgressBar  # noqa: E402
-from nntrain.validate import config_from_dict  # noqa: E402
 from nntrain.data.info import DataInfo  # noqa: E402
 from nntrain.data.sources import DATASETS  # noqa: E402
 from nntrain.data.splits import Splits  # noqa: E402
-from nntrain.build import build_callbacks, build_parts, build_trainer  # noqa: E402
 from nntrain.models import build_model  # noqa: E402
+from nntrain.validate import config_from_dict  # noqa: E402
 
 MODELS = {
     "mlp": {"name": "mlp", "hidden": [128], "activation": "relu"},  # 784-128-10
@@ -82,8 +82,8 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-@DATASETS.register("bench_mnist_idx")
-def bench_mnist_idx(path: str, rows: bool = False) -> Splits:
+@DATASETS.register("bench_mnist_idx", runtime=("context",))
+def bench_mnist_idx(path: str, rows: bool = False, *, context: object = None) -> Splits:
     """MNIST read straight from the four IDX .gz files in `path` (benchmark only).
 
     `rows`: each image as a sequence of 28 rows of 28 values, (N, 28, 28), for recurrent models.

@@ -34,9 +34,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,7 @@ def nntrain(args: list[str], env: dict[str, str], log: Path) -> None:
 
 
 def run_variant(config: str, variant: Variant, seeds: list[int], log_dir: Path, options: argparse.Namespace,
-                env: dict) -> Optional[str]:
+                env: dict) -> str | None:
     """Trains one variant once per seed (`nntrain fit --seeds`) into run folders under `log_dir`;
     returns the error line when some seeds failed (the others' runs still count)."""
     args = ["fit", config, *variant.args, "--seeds", ",".join(map(str, seeds)), "--workers", str(options.workers),
@@ -133,9 +134,9 @@ class Group:
     dirs: list[Path]
     metrics: dict[str, list[float]]  # compare's metric label -> the value of each run
     curves: dict[str, dict[str, Any]]  # epoch-record key -> {"epochs": [...], "runs": [[...] per run]}
-    extra: dict[str, list[Optional[float]]] = field(default_factory=dict)
+    extra: dict[str, list[float | None]] = field(default_factory=dict)
 
-    def epoch(self, key: str, epoch: int) -> list[Optional[float]]:
+    def epoch(self, key: str, epoch: int) -> list[float | None]:
         """`key` of each run's epoch record after `epoch` (1-based) epochs; None where it had stopped."""
         curve = self.curves.get(key)
         if curve is None or epoch not in curve["epochs"]:
@@ -171,7 +172,7 @@ def eval_last(run_dir: Path, env: dict) -> float:
 # ---------------------------------------------------------------------------------------- tables
 
 
-def fmt(values: list[Optional[float]], digits: int = 3, sci: bool = False, integer: bool = False) -> str:
+def fmt(values: list[float | None], digits: int = 3, sci: bool = False, integer: bool = False) -> str:
     """Mean (± standard deviation over seeds, unless they all agree) of `values`; '-' if none.
 
     `integer` values (epochs) print as whole numbers when they all agree, else with one decimal.
@@ -199,7 +200,7 @@ def _min_epoch(points: list[tuple[int, float]]) -> tuple[int, float]:
 
 
 # A column: its title, the values of a group's runs, and fmt's options.
-Column = tuple[str, Callable[[Group], list[Optional[float]]], dict]
+Column = tuple[str, Callable[[Group], list[float | None]], dict]
 
 COMMON: list[Column] = [
     ("val/acc after epoch 1", lambda g: g.epoch("val/acc", 1), {}),

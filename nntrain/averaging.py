@@ -29,7 +29,8 @@ Validation, checkpoints' `model`, `best.pt`, eval, predict and export use the av
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class Averaging:
         model: nn.Module,
         ema: Any = None,
         swa: Any = None,
-        bn_batches: Optional[Callable[[], Iterable[torch.Tensor]]] = None,
+        bn_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
     ):
         if (ema is None) == (swa is None):
             raise ValueError("give one of ema or swa")
@@ -64,7 +65,7 @@ class Averaging:
         self.averaged = AveragedModel(model, multi_avg_fn=avg_fn, use_buffers=self.use_buffers)
         self.avg_fn = avg_fn
         self.count = 0  # averages taken: the host's copy of averaged.n_averaged
-        self.swalr: Optional[SWALR] = None
+        self.swalr: SWALR | None = None
         self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         self.bn_batches = bn_batches
         self._pairs = self._tensor_groups()
@@ -167,7 +168,7 @@ class Averaging:
         }
 
     def load_state_dict(
-        self, state: Optional[dict[str, Any]], weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+        self, state: dict[str, Any] | None, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
         saved_groups: list[dict[str, Any]],
     ) -> None:
         """Restores the average from a checkpoint: `state` its `averaging` entry (None: the run had

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from nntrain.config import Config
 from nntrain.data.augment import check_augmentations, random_augmentations
 from nntrain.data.balance import balanced_sample_weights
 from nntrain.data.info import DataInfo
-from nntrain.data.loaders import Data, TensorLoader, build_data, normalizer_spec
+from nntrain.data.loaders import Data, TensorLoader, build_data, min_train_batch, normalizer_spec
 from nntrain.device import autocast, device_warnings, resolve_device
 from nntrain.errors import CheckpointError, ConfigError, ConfigWarning, DataError
 from nntrain.evaluate import class_names, evaluate
@@ -64,12 +65,12 @@ class Parts:
     model: nn.Module
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
-    schedule: Optional[Schedule]
+    schedule: Schedule | None
     device: torch.device
     train_loader: TensorLoader  # this rank's batches: the one owner of the number of updates per epoch
-    found_lr: Optional[float] = None  # the LR chosen for `optimizer.lr: auto`
+    found_lr: float | None = None  # the LR chosen for `optimizer.lr: auto`
     # The metrics each validation computes: the task's defaults, `log.metrics` and every monitored one.
-    metric_names: Optional[list[str]] = None
+    metric_names: list[str] | None = None
 
     @property
     def updates_per_epoch(self) -> int:
@@ -116,7 +117,7 @@ def _probe(model: nn.Module, data: Data, cfg: Config, monitors: dict[str, str]) 
     return _check_monitors(cfg, info.task, monitors, info.num_classes)
 
 
-def _check_monitors(cfg: Config, task: str, extra: dict[str, str], num_classes: Optional[int] = None) -> list[str]:
+def _check_monitors(cfg: Config, task: str, extra: dict[str, str], num_classes: int | None = None) -> list[str]:
     """Every `monitor` and `log.metrics` entry must name a metric this task has (val/acc exists for
     classification only); returns the metrics each validation computes: the task's defaults, then
     those `log.metrics` lists and those a monitor names (costly ones only when asked for)."""
@@ -144,10 +145,10 @@ def _check_monitors(cfg: Config, task: str, extra: dict[str, str], num_classes: 
 
 def build_parts(
     cfg: Config,
-    normalizer_state: Optional[dict] = None,
-    data_info: Optional[dict] = None,
-    monitors: Optional[dict[str, str]] = None,
-    class_weights: Optional[dict[str, list[float]]] = None,
+    normalizer_state: dict | None = None,
+    data_info: dict | None = None,
+    monitors: dict[str, str] | None = None,
+    class_weights: dict[str, list[float]] | None = None,
 ) -> Parts:
     """Seeds, loads the data and builds model, loss, optimizer and schedule for `cfg`.
 
@@ -164,8 +165,8 @@ def build_parts(
 
 
 def _build_parts(
-    cfg: Config, normalizer_state: Optional[dict], data_info: Optional[dict], monitors: dict[str, str],
-    class_weights: Optional[dict[str, list[float]]] = None,
+    cfg: Config, normalizer_state: dict | None, data_info: dict | None, monitors: dict[str, str],
+    class_weights: dict[str, list[float]] | None = None,
 ) -> Parts:
     seed_everything(cfg.seed)
     if cfg.train.threads is not None:  # torch already follows OMP_NUM_THREADS when it is set
@@ -178,7 +179,7 @@ def _build_parts(
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.train.deterministic
     source_state = None if data_info is None else data_info.get("source_state")
     data = build_data(cfg.data, cfg.seed, normalizer_state, source_state)
-    model = build_model(cfg.model.model_dump(), data.info.model_kwargs())
+    model = build_model(cfg.model.model_dump(), data.info.model_kwargs(), device)
     metric_names = _probe(model, data, cfg, monitors)
     _check_averaging(cfg)
     check_augmentations(cfg.data.augment, data.train[0])  # images, channels, value range
@@ -190,7 +191,7 @@ def _build_parts(
     train_loader = TensorLoader(
         *data.train, cfg.data.batch_size, cfg.data.shuffle, cfg.seed,
         rank=distributed.rank(), world=distributed.world_size(), device=device,
-        weights=_sampler_weights(cfg, data),
+        weights=_sampler_weights(cfg, data), min_batch=min_train_batch(model, data.train[0]),
     )
     loss_fn = build_loss(cfg.loss.model_dump(), data.info, data.train[1], class_weights).to(device)
     opt_spec = cfg.optimizer.model_dump()
@@ -208,7 +209,7 @@ def _build_parts(
     return parts
 
 
-def _sampler_weights(cfg: Config, data: Data) -> Optional[torch.Tensor]:
+def _sampler_weights(cfg: Config, data: Data) -> torch.Tensor | None:
     """`data.sampler: balanced`: each training sample's draw weight, 1 / (its class's count)."""
     if cfg.data.sampler is None:
         return None
@@ -262,7 +263,7 @@ def train_settings(cfg: Config, device: torch.device, data: Data) -> TrainSettin
 
 
 def build_trainer(
-    parts: Parts, callbacks: Sequence[Callback] = (), meta: Optional[dict[str, Any]] = None
+    parts: Parts, callbacks: Sequence[Callback] = (), meta: dict[str, Any] | None = None
 ) -> Trainer:
     """The Trainer for `parts`: precision, DDP wrapper, compile, augmentations, penalties.
 
@@ -323,7 +324,7 @@ def build_trainer(
     return trainer
 
 
-def _averaging(parts: Parts, settings: TrainSettings) -> Optional[Averaging]:
+def _averaging(parts: Parts, settings: TrainSettings) -> Averaging | None:
     """`train.ema` / `train.swa`: the averaged copy of the model (None without either)."""
     cfg, data = parts.cfg, parts.data
     if cfg.train.ema is None and cfg.train.swa is None:
@@ -333,7 +334,7 @@ def _averaging(parts: Parts, settings: TrainSettings) -> Optional[Averaging]:
         """This rank's training inputs in a fixed order, without augmentation (SWA's update_bn)."""
         loader = TensorLoader(
             *data.train, cfg.data.batch_size, rank=distributed.rank(), world=distributed.world_size(),
-            device=parts.device, even=False,
+            device=parts.device, even=False, min_batch=parts.train_loader.min_batch,
         )
         for x, _ in loader.epoch():
             yield x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
@@ -353,12 +354,12 @@ def _check_averaging(cfg: Config) -> None:
 def build_callbacks(
     cfg: Config,
     run_dir: Path,
-    resume_step: Optional[int] = None,
+    resume_step: int | None = None,
     main: bool = True,
     progress: bool = True,
     console: Any = None,
     extra: Sequence[Callback] = (),
-    data: Optional[Data] = None,
+    data: Data | None = None,
 ) -> tuple[list[Callback], ModelCheckpoint]:
     """The callbacks `fit` attaches, in the order their hooks run.
 
@@ -436,7 +437,7 @@ def load_trained(path: str | Path, overrides: Sequence[str] = ()) -> Trained:
     fitted with (normalizer statistics, a source's vocabulary or scaler) comes from the checkpoint.
     """
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, purpose="eval")
     stored = dict(ckpt["config"])
     if isinstance(stored.get("model"), dict):
         # The weights come from this checkpoint: the pretrained file init_from named may be gone.
@@ -477,16 +478,16 @@ class Restored:
     cfg: Config
     model: nn.Module
     info: DataInfo
-    normalizer: Optional[Any]
+    normalizer: Any | None
     device: torch.device
     ckpt: dict[str, Any]
 
 
-def load_model(path: str | Path, device: Optional[str] = None) -> Restored:
+def load_model(path: str | Path, device: str | None = None) -> Restored:
     """Rebuilds the model of the checkpoint at `path` with its weights (eval mode, on `device`,
     default the training device), its DataInfo and normalizer, without reading any data."""
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, purpose="eval")
     stored = dict(ckpt["config"])
     if isinstance(stored.get("model"), dict):  # the weights come from this checkpoint
         stored["model"] = {k: v for k, v in stored["model"].items() if k != "init_from"}

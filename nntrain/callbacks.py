@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nntrain import jsonfile
 from nntrain.checkpoint import save_atomic
@@ -22,24 +23,24 @@ if TYPE_CHECKING:
 
 
 class Callback:
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_batch_end(self, trainer: "Trainer") -> None: ...
+    def on_batch_end(self, trainer: Trainer) -> None: ...
 
-    def on_update(self, trainer: "Trainer") -> None:
+    def on_update(self, trainer: Trainer) -> None:
         """After each optimizer update (the only points where a run can be checkpointed)."""
 
-    def on_interrupt(self, trainer: "Trainer") -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         """After SIGINT/SIGTERM, once the current update is done."""
 
-    def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+    def on_log(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
 
-    def on_restore(self, trainer: "Trainer") -> None:
+    def on_restore(self, trainer: Trainer) -> None:
         """The weights of an earlier epoch were put back (`Trainer.restore_weights`)."""
 
-    def on_fit_end(self, trainer: "Trainer") -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -59,7 +60,7 @@ def callback_keys(callbacks: Sequence[Callback]) -> list[str]:
     return keys
 
 
-def improved(value: float, best: Optional[float], mode: str, min_delta: float = 0.0) -> bool:
+def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
     """True when `value` beats `best` by more than `min_delta` in direction `mode`; NaN never does."""
     if not math.isfinite(value):
         return False
@@ -76,11 +77,11 @@ class EarlyStopping(Callback):
     ):
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
         self.restore_best = restore_best
-        self.best: Optional[float] = None
-        self.best_state: Optional[dict[str, Any]] = None  # weights of the best epoch (restore_best)
+        self.best: float | None = None
+        self.best_state: dict[str, Any] | None = None  # weights of the best epoch (restore_best)
         self.best_metrics: dict[str, float] = {}
         self.wait = 0
-        self.reason: Optional[str] = None
+        self.reason: str | None = None
 
     def _evaluate(self, value: float) -> bool:
         """Records one epoch's `value`; returns True when training should stop."""
@@ -96,7 +97,7 @@ class EarlyStopping(Callback):
             return True
         return False
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         stop = self._evaluate(metrics[self.monitor])
         if self.restore_best and self.wait == 0 and not stop:  # this epoch is the new best
             self.best_state = {k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()}
@@ -105,7 +106,7 @@ class EarlyStopping(Callback):
             trainer.should_stop = True
             trainer.stop_reason = f"early stopping: {self.reason}"
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         # Restored here, after the stopping epoch's checkpoints: best.pt of epoch E holds epoch E.
         if self.restore_best and self.reason and trainer.should_stop and self.best_state is not None:
             trainer.restore_weights(
@@ -135,14 +136,14 @@ class ModelCheckpoint(Callback):
         monitor: str,
         mode: str,
         every_n_epochs: int = 1,
-        every_n_steps: Optional[int] = None,
+        every_n_steps: int | None = None,
         keep_top_k: int = 0,
         write: bool = True,
     ):
         self.folder, self.monitor, self.mode, self.write = Path(folder), monitor, mode, write
         self.every_n_epochs, self.every_n_steps, self.keep_top_k = every_n_epochs, every_n_steps, keep_top_k
-        self.best: Optional[float] = None
-        self.best_epoch: Optional[int] = None
+        self.best: float | None = None
+        self.best_epoch: int | None = None
         self.top: list[tuple[float, int]] = []  # (value, epoch) of the files epoch-<E>.pt kept
 
     def _save(self, state: dict[str, Any], name: str) -> None:
@@ -151,17 +152,17 @@ class ModelCheckpoint(Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         save_atomic(state, self.folder / name)
 
-    def on_update(self, trainer: "Trainer") -> None:
+    def on_update(self, trainer: Trainer) -> None:
         if self.every_n_steps and trainer.step % self.every_n_steps == 0:
             self._save(trainer.state_dict(), "last.pt")
 
-    def on_interrupt(self, trainer: "Trainer") -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         self._save(trainer.state_dict(), "last.pt")
 
-    def on_restore(self, trainer: "Trainer") -> None:
+    def on_restore(self, trainer: Trainer) -> None:
         self._save(trainer.state_dict(), "last.pt")  # last.pt holds the weights the run ends with
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         value = metrics[self.monitor]
         if not math.isfinite(metrics.get("val/loss", 0.0)):
             value = math.nan  # weights whose validation loss is not finite are never the best (whatever val/acc says)
@@ -179,7 +180,7 @@ class ModelCheckpoint(Callback):
             for _, epoch in evicted if self.write else ():
                 (self.folder / f"epoch-{epoch}.pt").unlink(missing_ok=True)
 
-    def _rank(self, value: float, epoch: int) -> Optional[list[tuple[float, int]]]:
+    def _rank(self, value: float, epoch: int) -> list[tuple[float, int]] | None:
         """Updates the top-k list; returns the entries it evicts, or None when `epoch` doesn't enter."""
         if not self.keep_top_k or not math.isfinite(value):
             return None
@@ -205,12 +206,12 @@ class TensorBoardLogger(Callback):
         self,
         folder: Path,
         config: dict[str, Any],
-        resume_step: Optional[int] = None,
+        resume_step: int | None = None,
         histograms_every_n_steps: int = 0,
-        reconstruct: Optional[torch.Tensor] = None,
+        reconstruct: torch.Tensor | None = None,
         logits: bool = False,
-        checkpointer: Optional["ModelCheckpoint"] = None,
-        classes: Optional[Sequence[str]] = None,
+        checkpointer: ModelCheckpoint | None = None,
+        classes: Sequence[str] | None = None,
     ):
         """
         Args:
@@ -232,15 +233,15 @@ class TensorBoardLogger(Callback):
         self.classes = None if classes is None else list(classes)
         # {"val": {"confusion": (C, C) counts}}, filled by each validation (build_trainer hands this
         # dict to evaluate()); None: no confusion matrix (not classification).
-        self.confusion: Optional[dict[str, Any]] = None
+        self.confusion: dict[str, Any] | None = None
 
-    def on_fit_start(self, trainer: "Trainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         import yaml
 
         text = yaml.safe_dump(self.config, sort_keys=False)
         self.writer.add_text("config", "```yaml\n" + text + "\n```", trainer.step)
 
-    def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_log(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, trainer.step)
         every = self.histograms_every
@@ -250,7 +251,7 @@ class TensorBoardLogger(Callback):
                 if p.grad is not None:
                     self.writer.add_histogram(f"grads/{name}", p.grad.detach(), trainer.step)
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             # Tags also logged per step get an `_epoch` suffix: one tag, one series.
             tag = f"{key}_epoch" if key in self.STEP_TAGS else key
@@ -262,7 +263,7 @@ class TensorBoardLogger(Callback):
             self._confusion_matrix(trainer)
         self.writer.flush()
 
-    def _confusion_matrix(self, trainer: "Trainer") -> None:
+    def _confusion_matrix(self, trainer: Trainer) -> None:
         """The validation's confusion matrix as an image (rows true, columns predicted), counted by
         the validation itself: no extra pass over the data."""
         from nntrain import figures
@@ -274,7 +275,7 @@ class TensorBoardLogger(Callback):
         fig = figures.confusion_matrix(matrix.tolist(), labels, title=f"validation, epoch {trainer.epoch}", dpi=72)
         self.writer.add_image("val/confusion_matrix", figures.rgb(fig), trainer.step, dataformats="HWC")
 
-    def _reconstructions(self, trainer: "Trainer") -> None:
+    def _reconstructions(self, trainer: Trainer) -> None:
         """An image grid per epoch: validation inputs (top row) above their reconstructions."""
         import torch
         from torchvision.utils import make_grid
@@ -293,12 +294,12 @@ class TensorBoardLogger(Callback):
         grid = make_grid((pair - low) / (high - low).clamp_min(1e-8), nrow=len(x))
         self.writer.add_image("val/reconstructions", grid, trainer.step)
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         if trainer.interrupted is None and trainer.last_metrics:
             self._write_hparams(trainer)
         self.writer.close()
 
-    def _write_hparams(self, trainer: "Trainer") -> None:
+    def _write_hparams(self, trainer: Trainer) -> None:
         """One HPARAMS-tab entry: the flattened config against the final and best metrics."""
         from torch.utils.tensorboard.summary import hparams
 
@@ -314,7 +315,7 @@ class TensorBoardLogger(Callback):
             self.writer.add_scalar(key, value, trainer.step)
 
 
-def _step_of(line: str) -> Optional[int]:
+def _step_of(line: str) -> int | None:
     """The step of a metrics.jsonl line; None for a line a killed run left half-written."""
     try:
         step = json.loads(line).get("step")
@@ -326,7 +327,7 @@ def _step_of(line: str) -> Optional[int]:
 class MetricsLog(Callback):
     """Appends one JSON object per logged step and per epoch to `metrics.jsonl`."""
 
-    def __init__(self, path: Path, resume_step: Optional[int] = None):
+    def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
             # Drop what the interrupted run logged after its checkpoint: no step appears twice.
@@ -334,15 +335,15 @@ class MetricsLog(Callback):
             kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
-    def _write(self, trainer: "Trainer", kind: str, metrics: dict[str, float]) -> None:
+    def _write(self, trainer: Trainer, kind: str, metrics: dict[str, float]) -> None:
         record = {"kind": kind, "epoch": trainer.epoch, "step": trainer.step, **metrics}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(jsonfile.dumps(record) + "\n")
 
-    def on_log(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_log(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self._write(trainer, "step", metrics)
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self._write(trainer, "epoch", metrics)
 
 
@@ -356,7 +357,7 @@ class ProgressBar(Callback):
         self.progress: Any = None
         self._last = 0.0
 
-    def on_fit_start(self, trainer: "Trainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
@@ -371,20 +372,20 @@ class ProgressBar(Callback):
         self.progress.start()
         self._new_task(trainer)
 
-    def _new_task(self, trainer: "Trainer") -> None:
+    def _new_task(self, trainer: Trainer) -> None:
         self.task = self.progress.add_task(
             "train", total=trainer.batches_per_epoch, completed=trainer.batch_in_epoch,
             epoch=f"{trainer.epoch + 1}/{trainer.epochs}",
         )
         self.epoch_start = time.perf_counter()
 
-    def on_batch_end(self, trainer: "Trainer") -> None:
+    def on_batch_end(self, trainer: Trainer) -> None:
         now = time.perf_counter()
         if now - self._last > 0.25:  # throttled: the bar never costs a per-step redraw
             self._last = now
             self.progress.update(self.task, completed=trainer.batch_in_epoch, refresh=True)
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.progress.remove_task(self.task)
         shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "epoch")
         elapsed = time.perf_counter() - self.epoch_start
@@ -392,10 +393,10 @@ class ProgressBar(Callback):
         if trainer.epoch < trainer.epochs and not trainer.should_stop:
             self._new_task(trainer)
 
-    def on_interrupt(self, trainer: "Trainer") -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         self.progress.remove_task(self.task)
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         self.progress.stop()
 
 

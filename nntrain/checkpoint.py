@@ -7,13 +7,14 @@ import pickle
 import platform
 import random
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nntrain.errors import CheckpointError, RunError
+from nntrain.errors import CheckpointError, RunError, shorten
 
 FORMAT = "nntrain/1"
 
@@ -42,11 +43,15 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         raise RunError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, purpose: str | None = None) -> dict[str, Any]:
     """Loads an nntrain checkpoint with `weights_only=True`: no pickled code is ever run.
 
+    Its structure is checked once, here: every entry it holds has the right type, and those that
+    `purpose` needs ("weights", "eval", "resume"; PURPOSES) are present.
+
     Raises:
-        CheckpointError: missing, unreadable, truncated, carrying code, or not nntrain's.
+        CheckpointError: missing, unreadable, truncated, carrying code, not nntrain's, or with
+            entries missing or wrong (one message naming the file and every problem).
     """
     path = Path(path)
     if not path.exists():
@@ -61,7 +66,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         detail = detail[0][:200] if detail else ""
         if "global" not in detail.lower() and "reduce" not in detail.lower():
             # Not a class or callable the unpickler met: the bytes are simply not a pickle.
-            raise CheckpointError(f"{path}: not a readable checkpoint (damaged, or not written by torch.save)")
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (damaged, or not written by torch.save)"
+            ) from None
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled Python objects, which could run code "
             f"({detail}); nntrain checkpoints hold only tensors and plain data"
@@ -75,7 +82,106 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint: torch.save did not write this file") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an nntrain checkpoint (no '{FORMAT}' format marker)")
+    problems = checkpoint_problems(ckpt, purpose)
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise CheckpointError(
+            f"{path}: a damaged nntrain checkpoint, it can't be used {PURPOSES[purpose][0]}: {shown}"
+        )
     return ckpt
+
+
+# ---------------------------------------------------------------- structure
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _state_dict(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def _mapping(*keys: str) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(k in v for k in keys)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _rng(v: Any) -> bool:
+    return (
+        isinstance(v, dict) and isinstance(v.get("python"), (list, tuple)) and len(v["python"]) == 3
+        and _mapping("bit_generator", "key", "pos", "has_gauss", "gauss")(v.get("numpy"))
+        and isinstance(v["numpy"]["key"], torch.Tensor) and isinstance(v.get("torch"), torch.Tensor)
+    )
+
+
+# Each entry a checkpoint may hold: what it must be, and the test. The trainer writes them all
+# (Trainer.state_dict); `load_checkpoint` checks every entry present, and that those its purpose
+# needs are present, so that no caller meets a KeyError or TypeError deep inside torch.
+ENTRIES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "model": ("a state dict (parameter names to tensors)", _state_dict),
+    "raw_model": ("a state dict (parameter names to tensors)", _state_dict),
+    "config": ("a mapping (the run's config)", lambda v: isinstance(v, dict)),
+    "optimizer": ("an optimizer state (with 'state' and 'param_groups')", _mapping("state", "param_groups")),
+    "scheduler": ("a schedule's state or null", _optional(lambda v: isinstance(v, dict))),
+    "scaler": ("a gradient scaler's state", lambda v: isinstance(v, dict)),
+    "epoch": ("a count (an integer >= 0)", _count),
+    "step": ("a count (an integer >= 0)", _count),
+    "batch_in_epoch": ("a count (an integer >= 0)", _count),
+    "world_size": ("a number of processes (an integer >= 1)", lambda v: _count(v) and v >= 1),
+    "loss_sums": (
+        "the loss sums (interval, interval_count, epoch, epoch_count)",
+        lambda v: _mapping("interval", "interval_count", "epoch", "epoch_count")(v)
+        and isinstance(v["epoch"], torch.Tensor) and _number(v["interval_count"]) and _number(v["epoch_count"]),
+    ),
+    "counters": (
+        "the counters (samples_seen, train_time, data_time, nan_skipped)",
+        lambda v: _mapping("samples_seen", "train_time", "data_time", "nan_skipped")(v)
+        and all(_number(v[k]) for k in ("samples_seen", "train_time", "data_time", "nan_skipped")),
+    ),
+    "rng": ("the random generators' states (python, numpy, torch)", _rng),
+    "aug_rng": ("a generator state (a tensor)", lambda v: isinstance(v, torch.Tensor)),
+    "callbacks": ("a mapping of the callbacks' states", lambda v: isinstance(v, dict)),
+    "metrics": ("a mapping of metric names to values", lambda v: isinstance(v, dict)),
+    "normalizer": ("the normalizer's statistics (names to tensors) or null", _optional(_state_dict)),
+    "data_info": ("a mapping (task, input shape, classes) or null", _optional(lambda v: isinstance(v, dict))),
+    "class_weights": ("a mapping or null", _optional(lambda v: isinstance(v, dict))),
+}
+
+# What each use of a checkpoint needs: (how messages say it, the entries it reads).
+PURPOSES: dict[str | None, tuple[str, tuple[str, ...]]] = {
+    None: ("", ()),
+    "weights": ("for its weights", ("model",)),
+    "eval": ("to evaluate, predict or export", ("model", "config", "epoch", "step")),
+    "resume": ("to resume", (
+        "model", "config", "optimizer", "scheduler", "scaler", "epoch", "step", "batch_in_epoch",
+        "loss_sums", "counters", "rng", "aug_rng", "callbacks", "metrics",
+    )),
+}
+
+
+def checkpoint_problems(ckpt: dict[str, Any], purpose: str | None = None) -> list[str]:
+    """What is missing or wrong in `ckpt` for `purpose` (a key of PURPOSES); [] when it is usable."""
+    problems = [f"no '{k}' entry" for k in PURPOSES[purpose][1] if k not in ckpt]
+    for key, (what, check) in ENTRIES.items():
+        if key in ckpt and not check(ckpt[key]):
+            problems.append(f"'{key}' is not {what} (it holds {_kind(ckpt[key])})")
+    return problems
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return f"a mapping with keys {shorten(list(value)[:8])}"
+    return f"{type(value).__name__} {shorten(value)}"
 
 
 def rng_state() -> dict[str, Any]:

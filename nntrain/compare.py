@@ -13,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nntrain.errors import ConfigError
 from nntrain.runs import Run, load_run, run_dirs
@@ -46,14 +46,14 @@ class Stat:
         return len(self.values)
 
     @property
-    def mean(self) -> Optional[float]:
+    def mean(self) -> float | None:
         return statistics.fmean(self.values) if self.values else None
 
     @property
-    def sd(self) -> Optional[float]:
+    def sd(self) -> float | None:
         return statistics.stdev(self.values) if self.n > 1 else None
 
-    def text(self, grouped: bool, digits: Optional[int] = None) -> str:
+    def text(self, grouped: bool, digits: int | None = None) -> str:
         """`value` for one run; `mean ± sd (n=N)` for a group (`value (n=N)` when all N agree).
 
         `digits`: decimals (None: 4 significant digits); whole numbers print as such.
@@ -73,7 +73,7 @@ class Stat:
         return {"mean": self.mean, "sd": self.sd, "n": self.n, "values": self.values}
 
 
-def _fmt(value: float, digits: Optional[int], significant: int = 4, zeros: bool = True) -> str:
+def _fmt(value: float, digits: int | None, significant: int = 4, zeros: bool = True) -> str:
     """`digits` decimals, or `significant` digits (None), trailing zeros kept (0.9300 beside
     0.9311) unless `zeros` is False."""
     if digits is not None:
@@ -246,7 +246,7 @@ def compare(patterns: list[str], group_by: str = "auto") -> Comparison:
 # ------------------------------------------------------------------------------------ plotting
 
 
-def curves(col: Column, key: str) -> tuple[list[int], list[float], list[Optional[float]]]:
+def curves(col: Column, key: str) -> tuple[list[int], list[float], list[float | None]]:
     """(epochs, mean, sd) of the epoch records' `key` over a column's runs, at every epoch some run
     reached; sd is None where fewer than two runs have a value."""
     by_epoch: dict[int, list[float]] = {}

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,7 +39,7 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device_name: str, timeout_s: float = 300.0) -> Optional[torch.device]:
+def init(device_name: str, timeout_s: float = 300.0) -> torch.device | None:
     """Joins the process group torchrun set up; returns this rank's device (None when not launched).
 
     nccl on CUDA, gloo on CPU. The timeout makes a collective fail instead of hanging forever

@@ -14,7 +14,7 @@ from typing import Any
 from nntrain.build import load_trained
 from nntrain.device import autocast
 from nntrain.evaluate import evaluate_all
-from nntrain.run_dir import write_json
+from nntrain.run_dir import check_output_path, write_json
 
 
 def evaluate_checkpoint(
@@ -27,13 +27,15 @@ def evaluate_checkpoint(
         `split`, `epoch`, `step` and the detail of `evaluate_all`) and the path of the JSON file
         (`<checkpoint>.<split>.json` beside the checkpoint unless `out` is given).
     """
+    out_path = Path(out) if out else Path(path).with_name(f"{Path(path).stem}.{split}.json")
+    if out or Path(path).is_file():  # before the work: a path that can't be written is an error now
+        check_output_path(out_path, "--out" if out else "the metrics file (change it with --out)")
     trained = load_trained(path, overrides)
     parts, ckpt = trained.parts, trained.ckpt
     measured, _ = evaluate_all(
         parts.model, parts.loss_fn, parts.data, split, parts.cfg, autocast(parts.device, parts.cfg.train.precision)
     )
     record = {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "step": ckpt["step"], **measured}
-    out_path = Path(out) if out else Path(path).with_name(f"{Path(path).stem}.{split}.json")
     write_json(out_path, record)
     return record, out_path
 

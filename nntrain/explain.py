@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import yaml
 
@@ -29,7 +30,7 @@ class Explained:
 
     values: dict[str, Any]
     origins: dict[Key, str]
-    note: Optional[str] = None  # why inferred sizes are missing (the data could not be loaded)
+    note: str | None = None  # why inferred sizes are missing (the data could not be loaded)
 
 
 def _yaml_value(value: Any) -> tuple[bool, Any]:
@@ -71,7 +72,7 @@ def _get(tree: Any, key: Key) -> Any:
     return tree
 
 
-def written(source: Any, key: Key) -> Optional[str]:
+def written(source: Any, key: Key) -> str | None:
     """Where `key` itself was written (a file line, or a `--set` at or above it); None if nowhere."""
     for i in range(len(key), -1, -1):
         if key[:i] in source.overrides:
@@ -122,7 +123,7 @@ def explain(path: Path, overrides: list[str], load_data: bool = True) -> Explain
     return Explained(values, origins, note)
 
 
-def _infer(cfg: Any, values: dict[str, Any], filled: dict[Key, str]) -> Optional[str]:
+def _infer(cfg: Any, values: dict[str, Any], filled: dict[Key, str]) -> str | None:
     """Adds the model sizes the data determines (and the config leaves out); returns why it could
     not, or None."""
     from nntrain.data.loaders import build_data
@@ -163,9 +164,9 @@ def _scalar(value: Any) -> str:
 
 def render(explained: Explained, with_origins: bool) -> str:
     """The config as YAML; with `with_origins`, each value's origin as a comment after it."""
-    lines: list[tuple[str, Optional[str]]] = []
+    lines: list[tuple[str, str | None]] = []
 
-    def walk(tree: Any, key: Key, indent: str, first_prefix: Optional[str] = None) -> None:
+    def walk(tree: Any, key: Key, indent: str, first_prefix: str | None = None) -> None:
         items = list(tree.items())
         for n, (k, v) in enumerate(items):
             pad = first_prefix if (first_prefix is not None and n == 0) else indent

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-
 INTERRUPTED = (130, 143)  # a worker stopped by SIGINT / SIGTERM after saving last.pt
 
 
@@ -24,8 +23,10 @@ def main(argv: list[str]) -> int:
         return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         codes = {failure.exitcode for failure in exc.failures.values()}
-        if codes <= set(INTERRUPTED):  # the workers stopped on a signal of their own: no failure
-            return max(codes)
+        # The workers stopped on a signal of their own (SIGINT/SIGTERM, after saving): no failure.
+        # A rank still exiting when torchrun saw the first one end gets torchrun's SIGTERM (-15).
+        if codes & set(INTERRUPTED) and codes <= {*INTERRUPTED, -2, -15}:
+            return max(codes & set(INTERRUPTED))
         raise
     return 0
 

@@ -104,8 +104,8 @@ class _OneHotTargets(nn.Module):
 def build_loss(
     spec: dict[str, Any],
     info: DataInfo,
-    targets: Optional[torch.Tensor] = None,
-    stored: Optional[dict[str, list[float]]] = None,
+    targets: torch.Tensor | None = None,
+    stored: dict[str, list[float]] | None = None,
 ) -> nn.Module:
     """Builds the `loss` section for data described by `info`.
 
@@ -135,8 +135,8 @@ def build_loss(
 def class_weights(
     spec: dict[str, Any],
     info: DataInfo,
-    targets: Optional[torch.Tensor] = None,
-    stored: Optional[dict[str, list[float]]] = None,
+    targets: torch.Tensor | None = None,
+    stored: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """The loss's per-class weights (`weight`, `pos_weight`) as one number per class.
 

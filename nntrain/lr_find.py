@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class RangeTest:
     smoothed: list[float] = field(default_factory=list)
     suggestion: float = math.nan
     min_loss_lr: float = math.nan
-    stop_reason: Optional[str] = None
+    stop_reason: str | None = None
 
 
 def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float, float]:
@@ -62,7 +63,7 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float, flo
 
 
 def range_test(
-    trainer: "Trainer",
+    trainer: Trainer,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     steps: int = 100,
@@ -125,7 +126,7 @@ def range_test(
 
 
 
-def _updates(trainer: "Trainer") -> Iterator[list[tuple[Any, Any]]]:
+def _updates(trainer: Trainer) -> Iterator[list[tuple[Any, Any]]]:
     """The micro-batch groups of one optimizer update each, epoch after epoch, without end."""
     k = trainer.settings.accumulate
     epoch = 0

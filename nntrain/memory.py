@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import resource
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -28,7 +27,7 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # unreachable
 
 
-def host_memory() -> tuple[Optional[int], str]:
+def host_memory() -> tuple[int | None, str]:
     """(bytes, what they are): the most memory this process can use on the host, the smallest of
     the physical memory, a container's (cgroup) limit and an address-space limit (`ulimit -v`,
     less what the process has mapped already); (None, "") where none of these can be read."""
@@ -62,7 +61,7 @@ def _mapped() -> int:
         return 0
 
 
-def device_memory(device: Optional[torch.device]) -> tuple[Optional[int], str]:
+def device_memory(device: torch.device | None) -> tuple[int | None, str]:
     """(bytes, what they are) where tensors on `device` live: the GPU's free memory on CUDA, else the host's."""
     if device is not None and device.type == "cuda" and torch.cuda.is_available():
         try:
@@ -73,7 +72,7 @@ def device_memory(device: Optional[torch.device]) -> tuple[Optional[int], str]:
     return host_memory()
 
 
-def need(nbytes: int, device: Optional[torch.device] = None) -> Optional[str]:
+def need(nbytes: int, device: torch.device | None = None) -> str | None:
     """None when `nbytes` fit in memory (or memory is unknown); else `needs X; this machine has Y`."""
     have, what = device_memory(device)
     if have is None or nbytes <= have:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def write_error(path: Path, exc: OSError) -> RunError:
 
 
 def write_png(path: Path, x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str,
-              logx: bool = False, logy: bool = False, mark: Optional[float] = None) -> Optional[Path]:
+              logx: bool = False, logy: bool = False, mark: float | None = None) -> Path | None:
     """A line plot when matplotlib is installed; None (and nothing written) otherwise."""
     if not have_matplotlib():
         return None
@@ -78,7 +79,7 @@ def write_png(path: Path, x: Sequence[float], ys: dict[str, Sequence[float]], xl
 
 
 def sketch(x: Sequence[float], y: Sequence[float], width: int = 64, height: int = 12,
-           logx: bool = True, mark: Optional[float] = None) -> str:
+           logx: bool = True, mark: float | None = None) -> str:
     """A text plot of y against x (log-scaled x by default), with an optional marked x."""
     xs = np.log10(np.asarray(x, float)) if logx else np.asarray(x, float)
     ys = np.asarray(y, float)
@@ -124,13 +125,13 @@ def preview_rows(rows: Sequence[tuple], steps_per_epoch: int, warmup: int, max_r
 class SchedulePreview:
     """What `check --plot-lr` shows: selected rows, notes and the file written."""
 
-    rows: list[tuple[int, int, float, Optional[float]]]
+    rows: list[tuple[int, int, float, float | None]]
     notes: list[str]
     path: Path
     max_lr: float
 
 
-def schedule_preview(cfg: Config, steps_per_epoch: int, path: Optional[Path] = None) -> SchedulePreview:
+def schedule_preview(cfg: Config, steps_per_epoch: int, path: Path | None = None) -> SchedulePreview:
     """Simulates the LR of every optimizer update of `cfg`'s run and writes it to a PNG or a CSV.
 
     Args:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,13 +137,8 @@ def predict_tensors(
     data: Inputs,
     top_k: int | None = None,
     batch_size: int | None = None,
-    on_batch: Callable[[Predictions], None] | None = None,
 ) -> Predictions:
-    """The predictions of `restored`'s model on prepared inputs (normalized here, as in training).
-
-    `on_batch` receives each batch's predictions as soon as they are known (to write them while
-    the next batch runs).
-    """
+    """The predictions of `restored`'s model on prepared inputs (normalized here, as in training)."""
     cfg, info, model, device = restored.cfg, restored.info, restored.model, restored.device
     x, normalizer = data.x, restored.normalizer
     size = batch_size or cfg.data.eval_batch_size
@@ -171,8 +165,6 @@ def predict_tensors(
                 keep.append([(rec - xb.float()).pow(2).reshape(len(xb), -1).mean(dim=1, keepdim=True)])
             else:
                 keep.append([out])
-            if on_batch is not None:
-                on_batch(_assemble(restored, data.names[start : start + size], [t.cpu() for t in keep[-1]]))
     return _assemble(restored, data.names, [torch.cat(parts).cpu() for parts in zip(*keep)])
 
 
@@ -245,8 +237,7 @@ def render_rows(preds: Predictions, fmt: str) -> str:
         classes = [_csv_field(c) for c in preds.classes]
         columns.append(list(map(classes.__getitem__, preds.predicted.tolist())))
         columns.append(list(map(number, preds.probability.tolist())))
-        top_c, top_p = preds.top_classes.T.tolist(), preds.top_probabilities.T.tolist()
-        for c, p in zip(top_c, top_p):
+        for c, p in zip(preds.top_classes.T.tolist(), preds.top_probabilities.T.tolist()):
             columns += [list(map(classes.__getitem__, c)), list(map(number, p))]
     else:
         columns += [list(map(number, column)) for column in preds.values.T.tolist()]
@@ -276,13 +267,12 @@ def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [each(r) for r in records]
 
 
-def write_predictions(preds: Predictions, out: Path, fmt: str, text: str | None = None) -> None:
-    """Writes atomically (a temporary file in the same folder, renamed over `out`): `text`, or
-    the predictions rendered."""
+def write_predictions(preds: Predictions, out: Path, fmt: str) -> None:
+    """Writes atomically: a temporary file in the same folder, renamed over `out`."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(render(preds, fmt) if text is None else text)
+            f.write(render(preds, fmt))
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -304,17 +294,6 @@ def predict_to_file(
     if out is None:
         return predict(checkpoint, inputs, top_k, batch_size, device)
     check_out(out)
-    _check_counts(top_k, batch_size)
-    restored = load_model(checkpoint, device)
-    data = read_inputs([Path(p) for p in inputs], spec_of(restored))
-    # Each batch's rows are rendered on a worker thread while the next batch runs (torch releases
-    # the GIL in its operations), so writing costs little beyond the model's own time.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        parts: list[Any] = []
-        preds = predict_tensors(
-            restored, data, top_k, batch_size,
-            on_batch=lambda chunk: parts.append(pool.submit(render_rows, chunk, fmt)),
-        )
-        text = render_header(preds, fmt) + "".join(part.result() for part in parts)
-    write_predictions(preds, out, fmt, text)
+    preds = predict(checkpoint, inputs, top_k, batch_size, device)
+    write_predictions(preds, out, fmt)  # only once every input was read and predicted
     return preds

@@ -17,7 +17,7 @@ import socket
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nntrain import jsonfile
 
@@ -42,7 +42,7 @@ class RunStatus:
     def __init__(self, run_dir: Path, cfg: Any, write: bool = True):
         self.path, self.write = Path(run_dir) / STATUS_FILE, write
         self._lock, self._stop = threading.Lock(), threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.record: dict[str, Any] = {}
         if not write:
             return
@@ -85,7 +85,7 @@ class RunStatus:
             self.record["heartbeat"] = _now()
             self._write()
 
-    def end(self, status: str, reason: Optional[str] = None) -> None:
+    def end(self, status: str, reason: str | None = None) -> None:
         """Records how the run ended ("finished", "interrupted", "failed") and stops the heartbeat."""
         if not self.write or self.record.get("ended"):
             return
@@ -121,7 +121,7 @@ def write_atomic(path: Path, record: dict[str, Any]) -> None:
         raise
 
 
-def read_status(run_dir: Path) -> Optional[dict[str, Any]]:
+def read_status(run_dir: Path) -> dict[str, Any] | None:
     """run.json of a run folder as written; None if there is none or it is unreadable."""
     try:
         record = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
@@ -130,7 +130,7 @@ def read_status(run_dir: Path) -> Optional[dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
-def state(record: dict[str, Any], now: Optional[datetime] = None) -> tuple[str, Optional[str]]:
+def state(record: dict[str, Any], now: datetime | None = None) -> tuple[str, str | None]:
     """(status, reason) of a run from its run.json: an ended run as recorded; a "running" one is
     "stopped" if its process is gone (same host) or its heartbeat is older than STALE_S."""
     status = record.get("status")
@@ -147,7 +147,7 @@ def state(record: dict[str, Any], now: Optional[datetime] = None) -> tuple[str, 
     return "running", None
 
 
-def process_start(pid: int) -> Optional[int]:
+def process_start(pid: int) -> int | None:
     """When process `pid` started (Linux: clock ticks after boot, from /proc/<pid>/stat); None
     where that is unknown, or for a process that is gone or a zombie."""
     try:
@@ -160,7 +160,7 @@ def process_start(pid: int) -> Optional[int]:
     return int(fields[19])
 
 
-def process_alive(pid: int, started: Optional[int] = None) -> bool:
+def process_alive(pid: int, started: int | None = None) -> bool:
     """Whether process `pid` runs, and is the one that started at `started` (process_start) if given."""
     if Path("/proc/self/stat").exists():
         now = process_start(pid)
@@ -174,7 +174,7 @@ def process_alive(pid: int, started: Optional[int] = None) -> bool:
     return True
 
 
-def parse_time(text: Any) -> Optional[datetime]:
+def parse_time(text: Any) -> datetime | None:
     """An ISO time of run.json (with its UTC offset); None for anything else."""
     if not isinstance(text, str):
         return None

@@ -13,10 +13,11 @@ import fnmatch
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import yaml
 
@@ -37,17 +38,17 @@ class Run:
     name: str
     stamp: str
     status: str
-    reason: Optional[str] = None
-    started: Optional[datetime] = None
+    reason: str | None = None
+    started: datetime | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     epochs: list[dict[str, Any]] = field(default_factory=list)  # the epoch records of metrics.jsonl
-    epochs_planned: Optional[int] = None
-    monitor: Optional[str] = None
+    epochs_planned: int | None = None
+    monitor: str | None = None
     mode: str = "min"
-    best: Optional[float] = None
-    best_epoch: Optional[int] = None
-    duration_s: Optional[float] = None
+    best: float | None = None
+    best_epoch: int | None = None
+    duration_s: float | None = None
 
     @property
     def epochs_done(self) -> int:
@@ -68,14 +69,14 @@ class Run:
         return dict(self.summary.get("test") or {})
 
     @property
-    def samples_per_s(self) -> Optional[float]:
+    def samples_per_s(self) -> float | None:
         return self.summary.get("samples_per_s")
 
     @property
     def seed(self) -> Any:
         return self.config.get("seed")
 
-    def test_value(self) -> tuple[Optional[str], Optional[float]]:
+    def test_value(self) -> tuple[str | None, float | None]:
         """The test metric that matches the monitored one (`val/acc` -> `test/acc`), else test/loss."""
         test = self.test
         if not test:
@@ -118,14 +119,14 @@ class Sweep:
     name: str
     stamp: str
     status: str
-    started: Optional[datetime]
+    started: datetime | None
     trials: list[Run]
-    requested: Optional[int] = None
-    metric: Optional[str] = None
-    best_trial: Optional[int] = None
-    best: Optional[float] = None
-    duration_s: Optional[float] = None
-    reason: Optional[str] = None
+    requested: int | None = None
+    metric: str | None = None
+    best_trial: int | None = None
+    best: float | None = None
+    duration_s: float | None = None
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +165,42 @@ def _json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_NUMBER = (int, float)
+# The entries of summary.json and sweep.json that listings read, and their types: a damaged file's
+# entries of another type are read as absent (a listing never fails on one folder's files).
+_RUN_SUMMARY = {"epochs": int, "final": dict, "test": dict, "samples_per_s": _NUMBER, "best": dict, "time_s": _NUMBER}
+_RUN_BEST = {"monitor": str, "value": _NUMBER, "epoch": int}
+_SWEEP_SUMMARY = {"trials_requested": int, "metric": str, "best": dict, "counts": dict}
+_SWEEP_BEST = {"number": int, "value": _NUMBER}
+_SWEEP_META = {"created": str, "study": str}
+
+
+def _typed(record: Any, types: dict[str, Any]) -> dict[str, Any]:
+    """`record` (a dict, else {}) without the entries of `types` that have another type."""
+    if not isinstance(record, dict):
+        return {}
+    return {
+        k: v for k, v in record.items()
+        if k not in types or (isinstance(v, types[k]) and not isinstance(v, bool))
+    }
+
+
+def _run_summary(path: Path) -> dict[str, Any]:
+    summary = _typed(_json(path), _RUN_SUMMARY)
+    if "best" in summary:
+        summary["best"] = _typed(summary["best"], _RUN_BEST)
+    return summary
+
+
+def _sweep_summary(path: Path) -> dict[str, Any]:
+    summary = _typed(_json(path), _SWEEP_SUMMARY)
+    if "best" in summary:
+        summary["best"] = _typed(summary["best"], _SWEEP_BEST)
+    if "counts" in summary:
+        summary["counts"] = {k: v for k, v in summary["counts"].items() if isinstance(v, int)}
+    return summary
+
+
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
     """The epoch records of metrics.jsonl, in order; a half-written last line is skipped."""
     records = []
@@ -173,9 +210,11 @@ def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
                 if '"epoch"' not in line or not line.startswith('{"kind": "epoch"'):
                     continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+                    records.append(record)
     except OSError:
         return []
     return records
@@ -189,7 +228,7 @@ def _metric_mode(monitor: str, explicit: Any) -> str:
     return mode(monitor)
 
 
-def _stamp_time(stamp: str) -> Optional[datetime]:
+def _stamp_time(stamp: str) -> datetime | None:
     """The time in a folder name `YYYYmmdd-HHMMSS[-n]` (or `sweep-...`)."""
     text = stamp.removeprefix("sweep-")[:15]
     try:
@@ -198,14 +237,14 @@ def _stamp_time(stamp: str) -> Optional[datetime]:
         return None
 
 
-def _mtime(path: Path) -> Optional[datetime]:
+def _mtime(path: Path) -> datetime | None:
     try:
         return datetime.fromtimestamp(path.stat().st_mtime).astimezone()
     except OSError:
         return None
 
 
-def load_run(run_dir: Path, now: Optional[datetime] = None) -> Run:
+def load_run(run_dir: Path, now: datetime | None = None) -> Run:
     """Reads a run folder: config, status, epoch records and summary."""
     run_dir = Path(run_dir)
     now = now or datetime.now().astimezone()
@@ -214,7 +253,7 @@ def load_run(run_dir: Path, now: Optional[datetime] = None) -> Run:
     except (OSError, yaml.YAMLError):
         config = {}
     config = config if isinstance(config, dict) else {}
-    summary = _json(run_dir / "summary.json")
+    summary = _run_summary(run_dir / "summary.json")
     record = read_status(run_dir)
     epochs = epoch_records(run_dir)
     train = config.get("train") or {}
@@ -262,11 +301,11 @@ def load_run(run_dir: Path, now: Optional[datetime] = None) -> Run:
     return run
 
 
-def load_sweep(sweep_dir: Path, now: Optional[datetime] = None) -> Sweep:
+def load_sweep(sweep_dir: Path, now: datetime | None = None) -> Sweep:
     """Reads a sweep folder: its trials (trial-<n>/ run folders) and summary.json."""
     sweep_dir = Path(sweep_dir)
-    meta = _json(sweep_dir / "sweep.json")
-    summary = _json(sweep_dir / "summary.json")
+    meta = _typed(_json(sweep_dir / "sweep.json"), _SWEEP_META)
+    summary = _sweep_summary(sweep_dir / "summary.json")
     trials = [load_run(p, now) for p in trial_dirs(sweep_dir)]
     started = parse_time(meta.get("created")) or _stamp_time(sweep_dir.name) or _mtime(sweep_dir)
     sweep = Sweep(
@@ -310,7 +349,8 @@ def trial_dirs(sweep_dir: Path) -> list[Path]:
 
 def _pids(path: Path) -> list[int]:
     try:
-        return [int(w) for w in path.read_text(encoding="utf-8").split() if w.isdigit()]
+        words = path.read_text(encoding="utf-8", errors="replace").split()
+        return [int(w) for w in words if w.isascii() and w.isdigit() and 0 < int(w) < 2**22]  # Linux: pid < 2**22
     except OSError:
         return []
 
@@ -333,7 +373,7 @@ def _folders(root: Path, depth: int = 0) -> Iterator[tuple[str, Path]]:
         yield from _folders(child, depth + 1)
 
 
-def collect(log_dir: Path, name: Optional[str] = None) -> list[Run | Sweep]:
+def collect(log_dir: Path, name: str | None = None) -> list[Run | Sweep]:
     """The runs and sweeps under `log_dir`, oldest first; a sweep folder gives its trials.
 
     Args:
@@ -394,7 +434,7 @@ def run_dirs(patterns: list[str]) -> list[Path]:
 # ------------------------------------------------------------------------------------ showing
 
 
-def fmt_duration(seconds: Optional[float]) -> str:
+def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 10:
@@ -450,7 +490,7 @@ def rows(items: list[Run | Sweep]) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
-def _short(text: Optional[str], limit: int = 60) -> str:
+def _short(text: str | None, limit: int = 60) -> str:
     if not text:
         return ""
     line = text.splitlines()[0]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Annotated, Any, Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional
 
 import torch
 from pydantic import Field
@@ -18,7 +19,6 @@ from nntrain.config import Monitor
 from nntrain.errors import CheckpointError, ConfigError, RunError
 from nntrain.metrics import monitor_mode, monitorable
 from nntrain.registries import SCHEDULERS
-
 
 
 class Warmup:
@@ -109,8 +109,8 @@ class Schedule:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, interval: str, warmup: Warmup,
-                 lr_fn: Optional[LrFn] = None, plateau: Optional[Plateau] = None,
-                 momentum_fn: Optional[Callable[[int], float]] = None):
+                 lr_fn: LrFn | None = None, plateau: Plateau | None = None,
+                 momentum_fn: Callable[[int], float] | None = None):
         self.optimizer, self.interval, self.warmup = optimizer, interval, warmup
         self.lr_fn, self.plateau, self.momentum_fn = lr_fn, plateau, momentum_fn
         # torch's convention: `initial_lr` survives a second schedule built on the same optimizer.
@@ -135,7 +135,7 @@ class Schedule:
             return self.plateau_lrs[group]
         return self.lr_fn(base, t, self.epochs_after_warmup)
 
-    def momentum(self) -> Optional[float]:
+    def momentum(self) -> float | None:
         """The cycled momentum (SGD momentum or Adam beta1) for the next update; None if not cycled."""
         if self.momentum_fn is None:
             return None
@@ -223,7 +223,7 @@ _WARMUP_DOC = """
         warmup_mode: linear (ramp to the full LR by the end of warmup) or constant (hold, then jump)."""
 
 
-def _warmup(steps_per_epoch: int, steps: Optional[int], epochs: Optional[float], start_factor: float,
+def _warmup(steps_per_epoch: int, steps: int | None, epochs: float | None, start_factor: float,
             mode: str) -> Warmup:
     if steps is not None and epochs is not None:
         raise ValueError("give warmup_steps or warmup_epochs, not both")
@@ -305,8 +305,8 @@ def cosine(optimizer, steps_per_epoch, epochs, min_lr: NonNegFloat = 0.0,
 
 @SCHEDULERS.register("linear", runtime=_RUNTIME)
 @_documented
-def linear(optimizer, steps_per_epoch, epochs, min_lr: Optional[NonNegFloat] = None,
-           end_factor: Optional[Fraction] = None,
+def linear(optimizer, steps_per_epoch, epochs, min_lr: NonNegFloat | None = None,
+           end_factor: Fraction | None = None,
            warmup_steps: WarmupSteps = None, warmup_epochs: WarmupEpochs = None,
            warmup_start_factor: Fraction = 0.1, warmup_mode: WarmupMode = "linear") -> Schedule:
     """Per update: linear decay from the LR to a floor over the rest of the run after warmup.
@@ -342,7 +342,7 @@ def _two_phases(t: int, end1: float, end2: float, values: tuple[float, float, fl
 
 @SCHEDULERS.register("onecycle", runtime=_RUNTIME)
 @_documented
-def onecycle(optimizer, steps_per_epoch, epochs, max_lr: Optional[Annotated[float, Field(gt=0.0)]] = None,
+def onecycle(optimizer, steps_per_epoch, epochs, max_lr: Annotated[float, Field(gt=0.0)] | None = None,
              pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3,
              anneal_strategy: Literal["cos", "linear"] = "cos",
              div_factor: Annotated[float, Field(gt=0.0)] = 25.0,
@@ -439,8 +439,8 @@ SCHEDULERS.set_checks(dry_build=_dry_build)
 
 
 def build_schedule(
-    spec: Optional[dict[str, Any]], optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
-) -> Optional[Schedule]:
+    spec: dict[str, Any] | None, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
+) -> Schedule | None:
     """Builds the `scheduler` section; `steps_per_epoch` counts optimizer updates, not batches."""
     if spec is None:
         return None
@@ -456,8 +456,8 @@ def build_schedule(
 
 
 def preview_schedule(
-    spec: Optional[dict[str, Any]], optimizer_spec: dict[str, Any], steps_per_epoch: int, epochs: int
-) -> tuple[list[tuple[int, int, float, Optional[float]]], int]:
+    spec: dict[str, Any] | None, optimizer_spec: dict[str, Any], steps_per_epoch: int, epochs: int
+) -> tuple[list[tuple[int, int, float, float | None]], int]:
     """(update, epoch, lr, momentum) for every optimizer update of a run, and the warmup's length.
 
     Simulated on a throwaway optimizer; momentum is SGD's momentum or Adam's beta1 (None without one).

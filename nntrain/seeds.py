@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nntrain.errors import ConfigError, Interrupted, NntrainError, RunError
 
@@ -36,9 +36,9 @@ class SeedRun:
 
     seed: int
     status: str = "pending"  # finished, failed, interrupted, pending (never started)
-    run_dir: Optional[Path] = None
-    error: Optional[str] = None
-    code: Optional[int] = None
+    run_dir: Path | None = None
+    error: str | None = None
+    code: int | None = None
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -81,7 +81,7 @@ def check_options(overrides: list[str], workers: int, resume: Any, nproc: int) -
 def run_seeds(
     config: Path,
     overrides: list[str],
-    name: Optional[str],
+    name: str | None,
     seeds: list[int],
     workers: int,
     console: Any,
@@ -93,9 +93,10 @@ def run_seeds(
     Raises:
         ConfigError: the config is invalid (checked for every seed before any run starts).
     """
-    from nntrain.cli.common import load
+    from nntrain.validate import load_config
 
-    cfgs = {seed: load(config, [*overrides, f"seed={seed}"], name) for seed in seeds}
+    named = [] if name is None else [f"name={name}"]  # as `nntrain fit --name` does
+    cfgs = {seed: load_config(config, [*overrides, *named, f"seed={seed}"]) for seed in seeds}
     if workers > 1 and len(seeds) > 1:
         results = _parallel(config, overrides, name, cfgs, min(workers, len(seeds)), console)
     else:
@@ -133,7 +134,7 @@ def _run_folders(cfg: Any) -> list[Path]:
     return [p for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
 
 
-def _new_folder(cfg: Any, before: set[Path], pid: Optional[int] = None) -> Optional[Path]:
+def _new_folder(cfg: Any, before: set[Path], pid: int | None = None) -> Path | None:
     """The run folder a run of `cfg` made (by process `pid`, if given), if any."""
     from nntrain.run_status import read_status
 
@@ -144,7 +145,7 @@ def _new_folder(cfg: Any, before: set[Path], pid: Optional[int] = None) -> Optio
 
 
 def _parallel(
-    config: Path, overrides: list[str], name: Optional[str], cfgs: dict[int, Any], workers: int, console: Any
+    config: Path, overrides: list[str], name: str | None, cfgs: dict[int, Any], workers: int, console: Any
 ) -> list[SeedRun]:
     """Up to `workers` processes at once, each `python -m nntrain fit ... --set seed=S`."""
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
@@ -218,7 +219,7 @@ def _parallel(
     return [results[s] for s in cfgs]
 
 
-def raise_for(results: list[SeedRun], config: Path, overrides: list[str], name: Optional[str]) -> None:
+def raise_for(results: list[SeedRun], config: Path, overrides: list[str], name: str | None) -> None:
     """Interrupted if a signal stopped any seed (with how to resume each), else RunError if any
     seed failed; nothing when every seed finished."""
     stopped = [r for r in results if r.status == "interrupted"]

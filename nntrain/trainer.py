@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,21 +70,21 @@ class Trainer:
         model: nn.Module,
         loss_fn: nn.Module,
         optimizer: torch.optim.Optimizer,
-        schedule: Optional[Schedule],
+        schedule: Schedule | None,
         train_loader: TensorLoader,
         evaluate: Callable[[str], dict[str, float]],
         settings: TrainSettings,
         device: torch.device,
-        forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        ddp: Optional[nn.Module] = None,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        ddp: nn.Module | None = None,
         autocast: Any = None,
-        scaler: Optional[torch.amp.GradScaler] = None,
+        scaler: torch.amp.GradScaler | None = None,
         augment: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
-        aug_generator: Optional[torch.Generator] = None,
+        aug_generator: torch.Generator | None = None,
         penalty_params: Sequence[torch.Tensor] = (),
         callbacks: Sequence[Callback] = (),
-        meta: Optional[dict[str, Any]] = None,
-        averaging: Optional[Averaging] = None,
+        meta: dict[str, Any] | None = None,
+        averaging: Averaging | None = None,
     ):
         import contextlib
 
@@ -107,8 +108,8 @@ class Trainer:
         self.step = 0  # optimizer updates done
         self.batch_in_epoch = 0  # batches of the current epoch done
         self.should_stop = False
-        self.stop_reason: Optional[str] = None
-        self.interrupted: Optional[int] = None  # the signal number, set by the signal handler
+        self.stop_reason: str | None = None
+        self.interrupted: int | None = None  # the signal number, set by the signal handler
         self.samples_seen = 0
         self.train_time = 0.0
         self.data_time = 0.0
@@ -116,7 +117,7 @@ class Trainer:
         self.updates_skipped = 0  # updates all of whose micro-batches were skipped
         self._skipped_in_a_row = 0
         self.last_metrics: dict[str, float] = {}
-        self._penalty: Optional[torch.Tensor] = None
+        self._penalty: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=device)  # since the last log, on the device
         self._loss_count = 0
         self._epoch_sum = torch.zeros((), device=device)
@@ -193,7 +194,7 @@ class Trainer:
             self.interrupted = self.interrupted or signal.SIGTERM
         return self.interrupted is not None
 
-    def update(self, micro_batches: Sequence[Batch], log: Optional[bool] = None) -> None:
+    def update(self, micro_batches: Sequence[Batch], log: bool | None = None) -> None:
         """One optimizer update from a group of micro-batches (gradient accumulation).
 
         Each batch's mean loss is weighted by its share of the group's samples, so the summed
@@ -287,7 +288,7 @@ class Trainer:
         if self.schedule is not None and (self.averaging is None or not self.averaging.controls_lr):
             self.schedule.after_update()
 
-    def flush_loss(self) -> Optional[float]:
+    def flush_loss(self) -> float | None:
         """Moves the interval's loss into the epoch sums; returns its mean (one host sync).
 
         Under DDP the sums of all ranks are added first, so every rank logs and decides alike.
@@ -329,7 +330,7 @@ class Trainer:
         total = torch.stack(list(grads.values())).norm() if grads else torch.zeros((), device=self.device)
         return {"train/grad_norm": total, **grads}
 
-    def _log_step(self, grads: Optional[dict[str, torch.Tensor]] = None) -> None:
+    def _log_step(self, grads: dict[str, torch.Tensor] | None = None) -> None:
         loss = self.flush_loss()
         if loss is None:
             return

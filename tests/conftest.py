@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import MNIST_FILES, SHARED_DATA
 from helpers import write_config as _write_config
 

@@ -21,16 +21,16 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 
 USER = "postgres"  # the database superuser, and the OS user the server runs as under root
 
 
-def find_bin(name: str) -> Optional[Path]:
+def find_bin(name: str) -> Path | None:
     """`name` (initdb, pg_ctl, ...) on PATH, else in the newest /usr/lib/postgresql/<version>/bin."""
     found = shutil.which(name)
     if found:
@@ -55,7 +55,7 @@ class PostgresServer:
     bin_dir: Path
     root: Path  # data/, the socket and server.log
     port: int = 0
-    pid: Optional[int] = None
+    pid: int | None = None
     as_user: list[str] = field(default_factory=list)  # runuser -u postgres -- (as root)
 
     @property

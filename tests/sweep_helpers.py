@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from helpers import base_config
@@ -11,7 +11,7 @@ from helpers import base_config
 from nntrain.config import LogConfig
 
 
-def write_sweep(folder: Path, trials: int = 2, epochs: int = 1, train_part: float = 0.1, threads: Optional[int] = 1,
+def write_sweep(folder: Path, trials: int = 2, epochs: int = 1, train_part: float = 0.1, threads: int | None = 1,
                 **sweep: Any) -> Path:
     """`folder/sweep.yaml`: an MLP on `train_part` of mnist_small's 6,000 training samples (the rest
     validates), random search over optimizer.lr and model.hidden, no pruning.

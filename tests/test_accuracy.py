@@ -5,7 +5,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import CONFIGS, nntrain_cmd
 
 

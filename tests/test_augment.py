@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
+from helpers import assert_clean_error, base_config
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
-from helpers import assert_clean_error, base_config
-from nntrain.validate import config_from_dict
 from nntrain.data.augment import AUGMENTATIONS, check_augmentations
 from nntrain.errors import ConfigError, DataError
+from nntrain.validate import config_from_dict
 
 # Required arguments, and arguments that make each augmentation change a batch of 8 images
 # (as a function of the batch shape). A new augmentation fails the tests below until it is here.
@@ -407,8 +407,8 @@ def test_check_builds_every_augmentation_on_real_images(cli, tmp_path, write_con
 
 
 def test_trainer_augments_training_batches_only(tmp_path, write_config):
-    from nntrain.validate import load_config
     from nntrain.build import build_parts, build_trainer
+    from nntrain.validate import load_config
 
     data = {"dataset": {"name": "mnist_small"}, "val_split": 0.9, "batch_size": 100,
             "normalize": {"name": "standardize"}, "augment": [{"name": "horizontal_flip"}]}
@@ -434,8 +434,8 @@ def test_trainer_augments_training_batches_only(tmp_path, write_config):
 def test_normalize_listed_in_augment_normalizes_every_split_like_data_normalize(tmp_path):
     """torchvision habit: Normalize in the augmentation list. It isn't random, so it applies to
     every split once, exactly as data.normalize would, and is not applied again to batches."""
-    from nntrain.data.loaders import build_data
     from nntrain.build import build_parts, build_trainer
+    from nntrain.data.loaders import build_data
 
     stats = {"name": "normalize", "mean": [0.2], "std": [0.4]}
     as_normalize = base_config(tmp_path)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from nntrain.checkpoint import FORMAT, load_checkpoint
-from nntrain.validate import config_from_dict, validate
 from nntrain.data.info import DataInfo
 from nntrain.data.loaders import Data
 from nntrain.errors import CheckpointError, ConfigError, DataError
+from nntrain.evaluate import evaluate
 from nntrain.models import build_model
 from nntrain.optim import build_optimizer
-from nntrain.evaluate import evaluate
+from nntrain.validate import config_from_dict, validate
 
 IMAGES = {"in_features": 784, "in_channels": 1, "image_size": 28}
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import base_config
 from torch import nn
 
-from helpers import base_config
 from nntrain.averaging import Averaging
 from nntrain.build import load_trained
 from nntrain.callbacks import Callback

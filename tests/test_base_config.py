@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import CONFIGS, REPO, assert_clean_error
+
 from nntrain.config_file import read_yaml
 from nntrain.errors import ConfigError
 from nntrain.explain import explain

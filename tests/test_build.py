@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from helpers import assert_clean_error
 
 
@@ -39,8 +38,8 @@ def test_check_writes_nothing(tmp_path, cli, write_config):
 
 
 def test_updates_per_epoch_count_accumulation(tmp_path, write_config):
-    from nntrain.validate import load_config
     from nntrain.build import build_parts
+    from nntrain.validate import load_config
 
     cfg = load_config(write_config(tmp_path, train={"accumulate": 4, "epochs": 1, "device": "cpu"}))
     parts = build_parts(cfg)
@@ -159,11 +158,16 @@ def test_eval_checkpoint_with_a_bad_stored_config(tmp_path, cli):
 
 
 def test_build_callbacks_order_and_ranks(tmp_path, write_config):
+    from nntrain.build import build_callbacks
     from nntrain.callbacks import (
-        Callback, EarlyStopping, MetricsLog, ModelCheckpoint, ProgressBar, TensorBoardLogger,
+        Callback,
+        EarlyStopping,
+        MetricsLog,
+        ModelCheckpoint,
+        ProgressBar,
+        TensorBoardLogger,
     )
     from nntrain.validate import load_config
-    from nntrain.build import build_callbacks
 
     cfg = load_config(write_config(tmp_path, train={"early_stopping": {"monitor": "val/acc"}, "device": "cpu"}))
     extra = Callback()

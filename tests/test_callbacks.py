@@ -10,8 +10,8 @@ import torch
 
 from nntrain.callbacks import EarlyStopping, ModelCheckpoint, improved
 from nntrain.checkpoint import load_checkpoint
-from nntrain.validate import config_from_dict
 from nntrain.fit import fit
+from nntrain.validate import config_from_dict
 
 
 def _stop_epoch(values, **kwargs) -> int | None:

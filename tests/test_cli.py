@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, assert_clean_error, nntrain_cmd
+
 from nntrain.components import REGISTRIES
 
 

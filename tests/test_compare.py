@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import assert_clean_error, nntrain_cmd, write_config
+
 from nntrain.compare import compare, differing_keys, flatten
 from nntrain.errors import ConfigError
 from nntrain.seeds import parse_seeds

@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
-
 from helpers import CONFIGS, REPO, assert_clean_error
+
 from nntrain.config_file import read_yaml
+from nntrain.data.sources import DATASETS
 from nntrain.errors import ConfigError
 from nntrain.validate import load_config
-from nntrain.data.sources import DATASETS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("*.yml"))
 IDS = [p.name for p in CONFIG_FILES]

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-
 from helpers import base_config
-from nntrain.validate import config_from_dict
-from nntrain.data.sources import DATASETS
+
 from nntrain.data.loaders import TensorLoader, build_data
+from nntrain.data.sources import DATASETS
 from nntrain.errors import DataError
+from nntrain.validate import config_from_dict
 
 
 def _data_cfg(tmp_path, **data):

@@ -6,16 +6,16 @@ import warnings
 
 import pytest
 import torch
-
 from helpers import base_config, nntrain_cmd, write_config
-from nntrain.validate import config_from_dict
+
+from nntrain.build import _data_on_device, build_parts
 from nntrain.data import loaders
 from nntrain.data.info import DataInfo
 from nntrain.data.loaders import Data, TensorLoader, _Stager, build_data
-from nntrain.errors import ConfigWarning
 from nntrain.device import device_warnings
-from nntrain.build import _data_on_device, build_parts
+from nntrain.errors import ConfigWarning
 from nntrain.fit import fit
+from nntrain.validate import config_from_dict
 
 
 def staged(loader: TensorLoader) -> TensorLoader:

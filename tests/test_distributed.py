@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.validate import config_from_dict
 from nntrain.data.loaders import TensorLoader
 from nntrain.fit import fit
+from nntrain.validate import config_from_dict
 
 pytestmark = pytest.mark.slow
 

@@ -142,6 +142,7 @@ def test_variable_length_export_takes_lengths(trained, tmp_path):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
 def test_forecast_with_preprocessing_is_in_original_units(trained, tmp_path):
     from nntrain.export import export_checkpoint
 

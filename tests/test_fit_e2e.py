@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 import torch
-
 from helpers import REPO, assert_clean_error, nntrain_cmd
+
 from nntrain.validate import load_config
 
 pytestmark = pytest.mark.slow

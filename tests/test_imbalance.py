@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import base_config
+
 from nntrain.build import load_trained
 from nntrain.checkpoint import load_checkpoint
 from nntrain.data.info import DataInfo

@@ -11,11 +11,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from nntrain.cli import app
-from nntrain.validate import validate
 from nntrain.build import build_parts, build_trainer
+from nntrain.cli import app
 from nntrain.lr_find import range_test, suggest
 from nntrain.plots import sketch
+from nntrain.validate import validate
 
 CONFIG = {
     "name": "lrf",
@@ -158,8 +158,8 @@ def test_cli_check_plot_lr_writes_every_update(tmp_path):
 
 
 def test_lr_auto_runs_the_range_test_and_records_the_choice(tmp_path):
-    from nntrain.validate import config_from_dict, load_config
     from nntrain.fit import fit
+    from nntrain.validate import config_from_dict, load_config
 
     cfg = config_from_dict({
         "name": "auto",

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import base_config
+
 from nntrain.build import build_callbacks, build_parts
 from nntrain.errors import ConfigError
 from nntrain.fit import fit

@@ -16,10 +16,10 @@ import torch
 import yaml
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.validate import config_from_dict
 from nntrain.errors import ConfigError, Interrupted
 from nntrain.fit import fit
 from nntrain.trainer import Trainer
+from nntrain.validate import config_from_dict
 
 # Shuffling, dropout, augmentation, a warmup+cosine schedule and accumulation with a short last group.
 BASE = {

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from nntrain.validate import config_from_dict
 from nntrain.data.info import DataInfo
 from nntrain.data.sources import DATASETS
 from nntrain.errors import ConfigError
 from nntrain.eval_checkpoint import evaluate_checkpoint
 from nntrain.models import MODELS, build_model
+from nntrain.validate import config_from_dict
 
 LENGTHS = [5, 2, 7, 1]
 

@@ -15,13 +15,17 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from helpers import assert_clean_error, nntrain_cmd, write_config
+
 from nntrain import run_status
 from nntrain.run_status import RunStatus, read_status, state
 from nntrain.runs import collect, load_run, rows
 
-NOW = datetime.now().astimezone()
+NOW = datetime.now().astimezone()  # for relative times only: records get the time they are made
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
 
 
 def _iso(t: datetime) -> str:
@@ -31,7 +35,7 @@ def _iso(t: datetime) -> str:
 def _record(**changes) -> dict:
     record = {
         "status": "running", "pid": os.getpid(), "pid_start": run_status.process_start(os.getpid()),
-        "host": socket.gethostname(), "started": _iso(NOW), "heartbeat": _iso(NOW), "ended": None,
+        "host": socket.gethostname(), "started": _iso(_now()), "heartbeat": _iso(_now()), "ended": None,
         "reason": None, "epochs_planned": 5, "monitor": "val/acc", "mode": "max",
     }
     record.update(changes)
@@ -84,7 +88,7 @@ def test_reused_pid_reads_stopped():
 
 
 def test_stale_heartbeat_on_another_host_reads_stopped():
-    old = _iso(NOW - timedelta(seconds=run_status.STALE_S + 5))
+    old = _iso(_now() - timedelta(seconds=run_status.STALE_S + 5))
     status, reason = state(_record(host="elsewhere", pid=1, heartbeat=old))
     assert status == "stopped" and "heartbeat" in reason
     assert state(_record(host="elsewhere", pid=1))[0] == "running"  # fresh heartbeat: trusted

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from nntrain.validate import validate
 from nntrain.errors import ConfigError, RunError
 from nntrain.schedules import SCHEDULERS, build_schedule, preview_schedule
+from nntrain.validate import validate
 
 BASE = 0.1
 
@@ -285,8 +285,7 @@ def test_resume_continues_with_identical_lrs(name, opt):
 
 
 def test_accumulation_counts_updates_not_batches(tmp_path):
-    from nntrain.build import build_parts
-    from nntrain.build import build_trainer
+    from nntrain.build import build_parts, build_trainer
 
     raw = {
         "name": "acc",

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from helpers import SHARED_DATA, assert_clean_error
+
 from nntrain.config import Component
 from nntrain.data.loaders import build_data
 from nntrain.data.sources import DATASETS

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-
 from helpers import REPO, assert_clean_error, base_config, nntrain_cmd
-from nntrain.validate import load_config
+
 from nntrain.errors import ConfigError
+from nntrain.validate import load_config
 
 optuna = pytest.importorskip("optuna")
 

@@ -2,15 +2,15 @@
 
 import pytest
 import torch
-
 from helpers import base_config
-from nntrain.validate import config_from_dict
+
 from nntrain.data.info import DataInfo
 from nntrain.data.loaders import TensorLoader
 from nntrain.losses import build_loss
 from nntrain.models import build_model
 from nntrain.optim import build_optimizer
 from nntrain.trainer import Trainer, TrainSettings
+from nntrain.validate import config_from_dict
 
 INFO = DataInfo("classification", (20,), 3)
 
@@ -108,8 +108,8 @@ def test_a_short_group_is_weighted_by_its_own_samples(tmp_path):
 def test_mixed_precision_paths_run_on_cpu(tmp_path, precision):
     """The autocast / GradScaler code paths run on CPU too; fp16's scaler state goes in the checkpoint."""
     from nntrain.checkpoint import load_checkpoint
-    from nntrain.validate import config_from_dict
     from nntrain.fit import fit
+    from nntrain.validate import config_from_dict
 
     cfg = config_from_dict({
         "name": "amp",

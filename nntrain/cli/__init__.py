@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from nntrain.cli import check, evaluate, fit, listing, lr_find, sweep
-from nntrain.cli import compare, config, runs
-from nntrain.cli import export, predict
-from nntrain.cli import report
+from nntrain.cli import check, compare, config, evaluate, export, fit, listing, lr_find, predict, report, runs, sweep
 
 app = typer.Typer(
     no_args_is_help=True,

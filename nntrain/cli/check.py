@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from typing_extensions import Annotated
 
 from nntrain.cli.common import ConfigArg, DebugOpt, SetOpt, console, load, run
+
 
 def command(
     config: ConfigArg,
@@ -17,7 +17,7 @@ def command(
     plot_lr: Annotated[bool, typer.Option(
         "--plot-lr", help="Also preview the LR of every optimizer update of the run (table, and a PNG or CSV)."
     )] = False,
-    plot_out: Annotated[Optional[Path], typer.Option(
+    plot_out: Annotated[Path | None, typer.Option(
         "--plot-out", help="Where --plot-lr writes: .png (needs matplotlib) or .csv "
                            "(default: <log.dir>/<name>/lr_schedule.png, or .csv without matplotlib)."
     )] = None,
@@ -51,7 +51,7 @@ def command(
     run(debug, work)
 
 
-def _print_schedule(cfg: Any, steps_per_epoch: int, out: Optional[Path]) -> None:
+def _print_schedule(cfg: Any, steps_per_epoch: int, out: Path | None) -> None:
     """`check --plot-lr`: the LR per optimizer update, every Nth update plus epoch starts."""
     from nntrain.plots import schedule_preview
 

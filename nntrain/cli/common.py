@@ -7,20 +7,20 @@ import enum
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typing_extensions import Annotated
 
 console = Console()
 err_console = Console(stderr=True, emoji=False)  # verbatim: `a.npz:x:` stays text, not an emoji
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML experiment file.", show_default=False)]
 SetOpt = Annotated[
-    Optional[List[str]],
+    list[str] | None,
     typer.Option("--set", help="Override a key: --set optimizer.lr=0.01 (YAML value; repeatable)."),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of errors.")]
@@ -75,7 +75,7 @@ def argv_without(option: str) -> list[str]:
     return args
 
 
-def load(config: Path, overrides: Optional[List[str]], name: Optional[str] = None):
+def load(config: Path, overrides: list[str] | None, name: str | None = None):
     from nntrain.validate import load_config
 
     overrides = list(overrides or [])

@@ -4,13 +4,12 @@ that differ only by seed grouped as mean ± sd (n)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
-from typing_extensions import Annotated
 
 from nntrain import jsonfile
 from nntrain.cli.common import DebugOpt, console, run
@@ -18,7 +17,7 @@ from nntrain.cli.common import DebugOpt, console, run
 
 def command(
     runs: Annotated[
-        List[str],
+        list[str],
         typer.Argument(help="Run folders, folders of runs, sweep folders, or globs ('runs/opt_*/*').",
                        show_default=False),
     ],
@@ -29,12 +28,12 @@ def command(
                                         "differ only by seed."),
     ] = "auto",
     plot: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--plot", help="Also write the validation curves, overlaid, to OUT.png or OUT.html "
                                     "(groups: mean with a ±1 sd band).", show_default=False),
     ] = None,
     metric: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--metric", help="The curve --plot draws (default: the monitored metric, e.g. val/acc).",
                      show_default=False),
     ] = None,
@@ -48,7 +47,8 @@ def command(
     """
 
     def work() -> None:
-        from nntrain.compare import compare, plot as draw
+        from nntrain.compare import compare
+        from nntrain.compare import plot as draw
 
         comparison = compare(runs, group_by)
         if as_json:

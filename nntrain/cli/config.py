@@ -3,9 +3,10 @@ and (--explain) where each value came from."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.markup import escape
-from typing_extensions import Annotated
 
 from nntrain.cli.common import ConfigArg, DebugOpt, SetOpt, console, err_console, run
 

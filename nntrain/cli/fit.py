@@ -5,20 +5,20 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
-from typing_extensions import Annotated
 
 from nntrain.cli.common import ConfigArg, DebugOpt, SetOpt, argv_without, console, err_console, load, run, warn
+
 
 def command(
     config: ConfigArg,
     set_: SetOpt = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the config's name).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: the config's name).")] = None,
     resume: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--resume", help="Continue a run: its folder (uses last.pt) or a checkpoint file."),
     ] = None,
     allow_config_change: Annotated[
@@ -97,7 +97,7 @@ def command(
 # then a table of the seeds and their comparison (mean ± sd), as `nntrain compare` shows it.
 
 SeedsOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--seeds", help="Train once per seed: 0,1,2 or 0-4. The runs group in `nntrain compare`.",
                  show_default=False),
 ]
@@ -106,12 +106,11 @@ WorkersOpt = Annotated[
 ]
 
 
-def _fit_seeds(config: Path, set_: Optional[list[str]], name: Optional[str], seeds_text: str, workers: int,
-               resume: Optional[Path], nproc: int) -> None:
+def _fit_seeds(config: Path, set_: list[str] | None, name: str | None, seeds_text: str, workers: int,
+               resume: Path | None, nproc: int) -> None:
     from nntrain import seeds as many
-    from nntrain.compare import compare
-
     from nntrain.cli.compare import comparison_table
+    from nntrain.compare import compare
 
     overrides = list(set_ or [])
     many.check_options(overrides, workers, resume, nproc)

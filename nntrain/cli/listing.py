@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
-from typing_extensions import Annotated
 
 from nntrain.cli.common import DebugOpt, console, run
 
+
 def command(
-    kind: Annotated[Optional[str], typer.Argument(help="models, datasets, losses, optimizers, schedulers, "
+    kind: Annotated[str | None, typer.Argument(help="models, datasets, losses, optimizers, schedulers, "
                                                       "augmentations, activations, inits or normalizers.")] = None,
     debug: DebugOpt = False,
 ) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any
 
 import typer
-from typing_extensions import Annotated
 
 from nntrain.cli.common import ConfigArg, DebugOpt, SetOpt, console, load, run
+
 
 def command(
     config: ConfigArg,
@@ -16,9 +16,9 @@ def command(
     start_lr: Annotated[float, typer.Option("--start-lr", help="First LR of the sweep.")] = 1e-7,
     end_lr: Annotated[float, typer.Option("--end-lr", help="Last LR of the sweep.")] = 10.0,
     steps: Annotated[int, typer.Option("--steps", help="Optimizer updates in the sweep.")] = 100,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="CSV of (lr, loss, smoothed); a PNG goes next to it when matplotlib is installed "
-                      "(default: <log.dir>/<name>/lr_find.csv)."
+                      "(an existing folder: lr_find.csv in it; default: <log.dir>/<name>/lr_find.csv)."
     )] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -30,6 +30,7 @@ def command(
         from nntrain.plots import sketch
 
         cfg = load(config, set_)
+        path = _out_path(out, cfg)  # before the work: a path that can't be written is an error now
         console.print(
             f"[bold]nntrain lr-find[/] {config}  ({cfg.optimizer.name}, {steps} updates, "
             f"lr {start_lr:g} -> {end_lr:g})", highlight=False,
@@ -43,7 +44,7 @@ def command(
             f"{len(result.lrs)} updates" + (f"; stopped: {result.stop_reason}" if result.stop_reason else ""),
             highlight=False,
         )
-        paths = save_range_test(result, out or Path(cfg.log.dir) / cfg.name / "lr_find.csv")
+        paths = save_range_test(result, path)
         console.print(f"curve written to {', '.join(map(str, paths))}", highlight=False)
         console.print(
             f"suggested lr [bold]{result.suggestion:.2g}[/] (steepest descent of the smoothed loss); "
@@ -52,3 +53,15 @@ def command(
         )
 
     run(debug, work)
+
+
+def _out_path(out: Path | None, cfg: Any) -> Path:
+    """Where the curve goes: `--out` (an existing folder: lr_find.csv in it), else
+    <log.dir>/<name>/lr_find.csv; missing folders are made, a path that can't be is refused now."""
+    from nntrain.run_dir import check_output_path
+
+    if out is None:
+        return check_output_path(Path(cfg.log.dir) / cfg.name / "lr_find.csv", "log.dir", make_folders=True)
+    if out.is_dir():
+        out = out / "lr_find.csv"
+    return check_output_path(out, "--out", make_folders=True)

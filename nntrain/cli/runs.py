@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
-from typing_extensions import Annotated
 
 from nntrain import jsonfile
 from nntrain.cli.common import DebugOpt, console, run
@@ -20,7 +19,7 @@ def command(
         Path, typer.Argument(help="Folder of runs (default runs/), or a sweep folder to list its trials.")
     ] = Path("runs"),
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Only runs whose name (or name/stamp) matches this glob.")
+        str | None, typer.Option("--name", help="Only runs whose name (or name/stamp) matches this glob.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of the table.")] = False,
     debug: DebugOpt = False,

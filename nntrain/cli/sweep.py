@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
 
 from nntrain.cli.common import ConfigArg, DebugOpt, SetOpt, argv_without, console, run
+
 
 def command(
     config: ConfigArg,
     set_: SetOpt = None,
-    resume: Annotated[Optional[Path], typer.Option(
+    resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue a sweep: its folder runs/<name>/sweep-<stamp>; finished trials are kept.")] = None,
-    storage: Annotated[Optional[str], typer.Option(
+    storage: Annotated[str | None, typer.Option(
         "--storage", envvar="NNTRAIN_SWEEP_STORAGE", show_default="a SQLite file in the sweep folder",
         help="Optuna RDB URL (e.g. postgresql://user@host/db): workers on several machines share its study.")] = None,
-    study: Annotated[Optional[str], typer.Option(
+    study: Annotated[str | None, typer.Option(
         "--study", show_default="the config's name", help="Study name in the storage.")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", min=1, help="Local worker processes, each asking the study for its next trial.")] = 1,
-    worker: Annotated[Optional[int], typer.Option("--worker", hidden=True)] = None,
+    worker: Annotated[int | None, typer.Option("--worker", hidden=True)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Search hyperparameters with Optuna over the keys of the config's sweep: section."""
@@ -47,7 +47,8 @@ def command(
         if best is None:
             raise RunError(f"no trial completed; see {summary['sweep_dir']}/trials.csv")
         params = "  ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
-        console.print(f"best: trial {best['number']}, {summary['metric']} {best['value']:.4f}  {params}", highlight=False)
+        line = f"best: trial {best['number']}, {summary['metric']} {best['value']:.4f}  {params}"
+        console.print(line, highlight=False)
         console.print(f"reproduce it: nntrain fit {summary['best_yaml']}", highlight=False)
         console.print(f"compare the trials: tensorboard --logdir {summary['sweep_dir']}", highlight=False)
 

@@ -10,7 +10,8 @@ torchvision.transforms.v2 (ranges, rounding, defaults), drawn per sample.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from pydantic import AfterValidator, Field
 from nntrain.data.transforms import Normalize
 from nntrain.errors import DataError
 from nntrain.registries import AUGMENTATIONS
+
 
 def _ordered(pair: tuple[float, ...]) -> tuple[float, ...]:
     for lo, hi in zip(pair[::2], pair[1::2]):
@@ -51,7 +53,7 @@ def _symmetric(value: Any, center: float = 0.0) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-def _factor_range(value: Any, center: float, floor: Optional[float]) -> Optional[tuple[float, float]]:
+def _factor_range(value: Any, center: float, floor: float | None) -> tuple[float, float] | None:
     """torchvision's ColorJitter ranges; None when the range is the identity (no jitter)."""
     lo, hi = _symmetric(value, center)
     if isinstance(value, (int, float)) and floor is not None:
@@ -74,7 +76,7 @@ class Augmentation:
     def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
         return low + (high - low) * self._rand(n)
 
-    def check(self, x: torch.Tensor) -> Optional[str]:
+    def check(self, x: torch.Tensor) -> str | None:
         """Why this augmentation can't apply to the training inputs `x`; None when it can."""
         if not x.is_floating_point():
             return f"needs real-valued inputs, but the data gives {x.dtype} (token ids?)"
@@ -105,7 +107,7 @@ class RandomCrop(Augmentation):
     def __init__(
         self,
         generator: torch.Generator,
-        size: Optional[Size] = None,
+        size: Size | None = None,
         padding: Annotated[int, Field(ge=0)] = 0,
         padding_mode: Literal["constant", "reflect", "replicate", "circular"] = "constant",
         fill: float = 0.0,
@@ -117,7 +119,7 @@ class RandomCrop(Augmentation):
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size or (x.shape[-2], x.shape[-1])
 
-    def check(self, x: torch.Tensor) -> Optional[str]:
+    def check(self, x: torch.Tensor) -> str | None:
         if msg := super().check(x):
             return msg
         h, w, p = x.shape[-2], x.shape[-1], self.padding
@@ -230,9 +232,9 @@ class RandomAffine(Augmentation):
         self,
         generator: torch.Generator,
         degrees: Degrees,
-        translate: Optional[Union[Fraction, tuple[Fraction, Fraction]]] = None,
-        scale: Optional[Annotated[tuple[Positive, Positive], AfterValidator(_ordered)]] = None,
-        shear: Optional[Shear] = None,
+        translate: Fraction | tuple[Fraction, Fraction] | None = None,
+        scale: Annotated[tuple[Positive, Positive], AfterValidator(_ordered)] | None = None,
+        shear: Shear | None = None,
         interpolation: Literal["nearest", "bilinear"] = "nearest",
         fill: float = 0.0,
     ):
@@ -372,7 +374,7 @@ class ColorJitter(Augmentation):
             "hue": _factor_range(hue, 0.0, None),
         }
 
-    def check(self, x: torch.Tensor) -> Optional[str]:
+    def check(self, x: torch.Tensor) -> str | None:
         if msg := super().check(x):
             return msg
         if x.shape[1] not in (1, 3):
@@ -454,13 +456,13 @@ class RandomErasing(Augmentation):
         p: Probability = 0.5,
         scale: Annotated[tuple[Fraction, Fraction], AfterValidator(_ordered)] = (0.02, 0.33),
         ratio: Annotated[tuple[Positive, Positive], AfterValidator(_ordered)] = (0.3, 3.3),
-        value: Union[float, list[float], Literal["random"]] = 0.0,
+        value: float | list[float] | Literal["random"] = 0.0,
     ):
         super().__init__(generator)
         self.p, self.scale, self.ratio = p, (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
         self.value = value
 
-    def check(self, x: torch.Tensor) -> Optional[str]:
+    def check(self, x: torch.Tensor) -> str | None:
         if msg := super().check(x):
             return msg
         if isinstance(self.value, (list, tuple)) and len(self.value) not in (1, x.shape[1]):

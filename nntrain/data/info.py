@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 # Every value `DataInfo.task` takes:
 #   classification: y holds class indices (N,) int64 in [0, num_classes); `classes` names them.
@@ -42,20 +42,20 @@ class DataInfo:
 
     task: str  # one of TASKS
     input_shape: tuple[int, ...]
-    num_classes: Optional[int] = None
-    classes: Optional[list[str]] = None
-    output_size: Optional[int] = None  # regression: values predicted per sample (targets are (N, output_size))
-    vocab_size: Optional[int] = None  # token sequences: ids are in [0, vocab_size), 0 is padding
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    output_size: int | None = None  # regression: values predicted per sample (targets are (N, output_size))
+    vocab_size: int | None = None  # token sequences: ids are in [0, vocab_size), 0 is padding
     # Regression targets in original units are y * target_scale + target_shift (per output).
-    target_shift: Optional[list[float]] = None
-    target_scale: Optional[list[float]] = None
+    target_shift: list[float] | None = None
+    target_scale: list[float] | None = None
     # What the source fitted on the training split (a vocabulary, a scaler): plain data, stored
     # in checkpoints and handed back to the source (`SourceContext.state`) by `nntrain eval`, so
     # it prepares data the same way.
-    source_state: Optional[dict[str, Any]] = None
+    source_state: dict[str, Any] | None = None
     # Sequences: whether some are padded (True: token ids, NaN-padded rows), or all are full length.
     # None: the source doesn't say (and images or tables have no steps); models then assume padding.
-    variable_length: Optional[bool] = None
+    variable_length: bool | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Sizes a model builder may take from the data instead of the config (keys of INFERRED)."""

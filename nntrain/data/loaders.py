@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import torch
 
+from nntrain import memory
 from nntrain.data.balance import subsample_classes
 from nntrain.data.info import DataInfo
 from nntrain.data.sources import DATASETS
@@ -28,6 +30,11 @@ class TensorLoader:
     Tensors that live on the host while training runs on `device` (data too big for GPU memory)
     are gathered batch by batch into pinned buffers and copied without blocking, one batch ahead
     (`_Stager`); otherwise batches are sliced where the tensors are, with no copy at all.
+
+    `min_batch` is the fewest samples a batch can train on (2 for a model whose batch norm sees one
+    value per channel per sample: `min_train_batch`): a last batch smaller than that joins the
+    batch before it (that batch is larger by at most `min_batch - 1`), so every sample is still
+    used each epoch. A split or batch size that can't give such batches is a DataError or ConfigError.
     """
 
     def __init__(
@@ -40,9 +47,10 @@ class TensorLoader:
         drop_last: bool = False,
         rank: int = 0,
         world: int = 1,
-        device: Optional[torch.device] = None,
+        device: torch.device | None = None,
         even: bool = True,
-        weights: Optional[torch.Tensor] = None,
+        weights: torch.Tensor | None = None,
+        min_batch: int = 1,
     ):
         # `weights` (the balanced sampler, one per sample): each epoch draws len(x) samples with
         # replacement, with these probabilities (`torch.multinomial` seeded from seed and epoch).
@@ -61,15 +69,25 @@ class TensorLoader:
             x = x[rows]
             y = x if same else y[rows]  # reconstruction: keep the target the input itself
         self.x, self.y = x, y
-        device = torch.device(device) if device is not None else x.device
-        self.stager = _Stager(x, y, batch_size, device) if device.type != x.device.type else None
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.min_batch = rank, world, min_batch
         self.num_samples = -(-len(x) // world) if shuffle else len(x)
+        _check_min_batch(self.num_samples, batch_size, min_batch, world)
+        device = torch.device(device) if device is not None else x.device
+        largest = batch_size + min_batch - 1  # a short last batch merged into the one before
+        self.stager = _Stager(x, y, largest, device) if device.type != x.device.type else None
 
     def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full, rest = divmod(self.num_samples, self.batch_size)
+        if self.drop_last or (full and rest < self.min_batch):
+            return full  # a last batch too small to train on joins the one before (min_batch)
+        return full + (rest > 0)
+
+    def _bounds(self, i: int) -> tuple[int, int]:
+        """Where batch `i` starts and ends in the epoch's order: the last one runs to the end."""
+        b = self.batch_size
+        last = i == len(self) - 1 and not self.drop_last
+        return i * b, self.num_samples if last else (i + 1) * b
 
     def updates_per_epoch(self, accumulate: int = 1) -> int:
         """Optimizer updates per epoch: one per `accumulate` batches, and one for a short last group.
@@ -80,12 +98,10 @@ class TensorLoader:
         return -(-len(self) // accumulate)
 
     def batch_sizes(self) -> list[int]:
-        n, b = self.num_samples, self.batch_size
-        return [min(b, n - i * b) for i in range(len(self))]
+        return [end - start for start, end in map(self._bounds, range(len(self)))]
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields the batches of `epoch`, beginning at batch index `start`."""
-        b = self.batch_size
         if not self.shuffle:
             order = None
         else:
@@ -99,10 +115,8 @@ class TensorLoader:
                 order = torch.cat([order, order[:padding]])[self.rank :: self.world]
             order = order.to(self.x.device)
         # A slice is a view (no copy); a shuffled batch is gathered by index.
-        batches = (
-            slice(i * b, (i + 1) * b) if order is None else order[i * b : (i + 1) * b]
-            for i in range(start, len(self))
-        )
+        bounds = map(self._bounds, range(start, len(self)))
+        batches = (slice(first, end) if order is None else order[first:end] for first, end in bounds)
         if self.stager is not None:
             yield from self._staged(batches)
             return
@@ -123,6 +137,47 @@ class TensorLoader:
             pending = staged
         if pending is not None:
             yield self.stager.ready(pending)
+
+
+def _check_min_batch(samples: int, batch_size: int, min_batch: int, world: int) -> None:
+    """Batches of at least `min_batch` samples (batch norm in training): the batch size and the
+    samples of this process must allow them."""
+    if min_batch <= 1:
+        return
+    why = "the model's batch norm needs more than one value per channel to train (here one per sample)"
+    if batch_size < min_batch:
+        raise ConfigError(f"{batch_size}: {why}; use a batch size of {min_batch} or more", key=("data", "batch_size"))
+    if samples < min_batch:
+        each = " per process" if world > 1 else ""
+        raise DataError(
+            f"{samples} training sample{'s' if samples != 1 else ''}{each}: {why}; give at least {min_batch}"
+            f"{each}", key=("data", "dataset"),
+        )
+
+
+def min_train_batch(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """The fewest samples a training batch of `model` may hold: 2 when one of its batch-norm layers
+    sees a single value per channel per sample (BatchNorm1d after a Linear), which torch refuses
+    for a batch of one in training; else 1. Found with hooks on two samples `x[:2]` (eval mode, no grad)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 1
+    per_sample: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: per_sample.append(args[0][0].numel() // args[0].shape[1]))
+             for m in norms]
+    was_training = model.training
+    device = next(iter([*model.parameters(), *model.buffers()]), x).device
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x[:2].to(device))
+    except Exception:  # noqa: BLE001 - the probe is a hint: merging a short last batch is always safe
+        return 2
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return 2 if not per_sample or min(per_sample) <= 1 else 1
 
 
 class _Stager:
@@ -191,11 +246,11 @@ class Data:
     """The splits as tensors, plus what the trainer and checkpoints need to know about them."""
 
     train: tuple[torch.Tensor, torch.Tensor]
-    val: Optional[tuple[torch.Tensor, torch.Tensor]]
-    test: Optional[tuple[torch.Tensor, torch.Tensor]]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    test: tuple[torch.Tensor, torch.Tensor] | None
     info: DataInfo
-    normalizer: Optional[Normalizer]
-    device: Optional[torch.device] = None  # where training runs, once set by `to` (tensors may stay on the host)
+    normalizer: Normalizer | None
+    device: torch.device | None = None  # where training runs, once set by `to` (tensors may stay on the host)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         tensors = getattr(self, name)
@@ -207,14 +262,14 @@ class Data:
         splits = [t for t in (self.train, self.val, self.test) if t is not None]
         return sum(x.nbytes + (0 if y is x else y.nbytes) for x, y in splits)
 
-    def to(self, device: torch.device, resident: bool = True) -> "Data":
+    def to(self, device: torch.device, resident: bool = True) -> Data:
         """Trains on `device`; `resident` moves the tensors there once, else they stay on the host
         (in pageable memory: loaders stage their batches through small pinned buffers)."""
         self.device = device
         if not resident:
             return self
 
-        def each(t: Optional[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        def each(t: tuple[torch.Tensor, torch.Tensor] | None) -> Any:
             if t is None:
                 return None
             x = t[0].to(device)
@@ -241,8 +296,8 @@ def normalizer_spec(cfg: Any) -> tuple[Any, Key]:
 def build_data(
     cfg: Any,
     seed: int,
-    normalizer_state: Optional[dict[str, torch.Tensor]] = None,
-    source_state: Optional[dict[str, Any]] = None,
+    normalizer_state: dict[str, torch.Tensor] | None = None,
+    source_state: dict[str, Any] | None = None,
 ) -> Data:
     """Loads `cfg.dataset`, holds out `cfg.val_split` of training (seeded) and normalizes.
 
@@ -258,7 +313,17 @@ def build_data(
     """
     name = cfg.dataset.name
     context = SourceContext(val_split=cfg.val_split, seed=seed, state=source_state)
-    splits = DATASETS.build(cfg.dataset, context=context)
+    try:
+        splits = DATASETS.build(cfg.dataset, context=context)
+    except (MemoryError, RuntimeError) as exc:  # sources estimate first where they can; this is the rest
+        if not memory.is_out_of_memory(exc):
+            raise
+        have, what = memory.host_memory()
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(
+            f"'{name}' does not fit in memory ({detail})" + (f"; {what} {memory.format_bytes(have)}" if have else ""),
+            key=("data", "dataset"),
+        ) from None
     (x, y), val = _train_val(splits, cfg.val_split, seed, name)
     fractions = getattr(cfg, "class_fraction", None)
     if fractions:  # after the validation hold-out: only the training split loses samples
@@ -292,7 +357,7 @@ def build_data(
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def _train_val(splits: Any, val_split: float, seed: int, name: str) -> tuple[Pair, Optional[Pair]]:
+def _train_val(splits: Any, val_split: float, seed: int, name: str) -> tuple[Pair, Pair | None]:
     """The training and validation tensors: the source's own validation split, or `holdout`'s."""
     x, y = splits.x_train, splits.y_train
     val = None
@@ -312,7 +377,7 @@ def _train_val(splits: Any, val_split: float, seed: int, name: str) -> tuple[Pai
     return (x, y), val
 
 
-def _check_agrees(split: str, tensors: Optional[Pair], train: Pair, name: str) -> None:
+def _check_agrees(split: str, tensors: Pair | None, train: Pair, name: str) -> None:
     """A split's samples and targets must pair up and have the training ones' shape and type."""
     if tensors is None:
         return
@@ -328,7 +393,7 @@ def _check_agrees(split: str, tensors: Optional[Pair], train: Pair, name: str) -
             )
 
 
-def _normalizer(cfg: Any, x: torch.Tensor, state: Optional[dict[str, torch.Tensor]], name: str) -> Optional[Normalizer]:
+def _normalizer(cfg: Any, x: torch.Tensor, state: dict[str, torch.Tensor] | None, name: str) -> Normalizer | None:
     """The configured normalizer, fitted on the training inputs `x` or restored from `state`."""
     spec, key = normalizer_spec(cfg)
     if spec is None:

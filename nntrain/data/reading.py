@@ -17,15 +17,17 @@ import lzma
 import math
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any, Callable, Optional, Union
+from typing import IO, Annotated, Any, Union
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from nntrain.errors import DataError, did_you_mean, shorten
+from nntrain import memory
+from nntrain.errors import DataError, Key, did_you_mean, shorten
 
 # One CSV column or several.
 Columns = Union[str, Annotated[list[str], Field(min_length=1)]]
@@ -37,12 +39,19 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
 
+def check_memory(nbytes: int, what: str, key: Key, advice: str) -> None:
+    """A DataError (keyed `key`) before allocating `nbytes` for `what` when they don't fit in memory."""
+    problem = memory.need(nbytes)
+    if problem is not None:
+        raise DataError(f"{what} {problem}; {advice}", key=key)
+
+
 def as_list(value: Columns) -> list[str]:
     """One column name or several, as a list."""
     return [value] if isinstance(value, str) else list(value)
 
 
-def existing_file(path: Union[str, Path], key: str = "path") -> Path:
+def existing_file(path: str | Path, key: str = "path") -> Path:
     """`path` as a Path; a DataError naming `data.dataset.<key>` if it is missing or a folder."""
     p = Path(path)
     if not p.is_file():
@@ -51,7 +60,7 @@ def existing_file(path: Union[str, Path], key: str = "path") -> Path:
     return p
 
 
-def existing_folder(path: Union[str, Path], key: str) -> Path:
+def existing_folder(path: str | Path, key: str) -> Path:
     """`path` as a Path; a DataError naming `data.dataset.<key>` if it is missing or a file."""
     p = Path(path)
     if not p.is_dir():
@@ -114,7 +123,7 @@ class CsvTable:
         """The cells of column `col`, one per row."""
         return [row[col] for row in self.rows]
 
-    def subset(self, keep: list[int]) -> "CsvTable":
+    def subset(self, keep: list[int]) -> CsvTable:
         """The table with only the rows at positions `keep`."""
         return CsvTable(self.path, self.header, [self.rows[i] for i in keep], [self.lines[i] for i in keep])
 
@@ -133,7 +142,7 @@ class CsvTable:
                 out[i, j] = value
         return out
 
-    def _not_a_number(self, i: int, c: int, value: Optional[float]) -> str:
+    def _not_a_number(self, i: int, c: int, value: float | None) -> str:
         """Why the cell of row `i`, column `c` (parsed as `value`, None: not a number) can't be used."""
         cell = self.rows[i][c]
         where = f"{self.path}:{self.lines[i]}: column '{self.header[c]}' holds {cell!r}"
@@ -179,7 +188,7 @@ def read_csv(path: Path, delimiter: str = ",") -> CsvTable:
 # ---------------------------------------------------------------- npz
 
 
-def read_npz(path: Path, key: str, names: list[Optional[str]]) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_npz(path: Path, key: str, names: list[str | None]) -> tuple[dict[str, np.ndarray], list[str]]:
     """The arrays `names` (inputs, targets, ...; None skips one) that the .npz file at `path`
     (config key `data.dataset.<key>`) holds, and the names of every array it holds."""
     try:

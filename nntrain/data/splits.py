@@ -6,7 +6,7 @@ The source protocol itself is described in `nntrain.data.sources`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
@@ -35,7 +35,7 @@ class SourceContext:
 
     val_split: float = 0.1
     seed: int = 0
-    state: Optional[dict[str, Any]] = None
+    state: dict[str, Any] | None = None
 
 
 # The context of a source built on its own (tests, `nntrain list`): defaults, nothing restored.
@@ -54,10 +54,10 @@ class Splits:
     x_train: torch.Tensor
     y_train: torch.Tensor
     info: DataInfo
-    x_test: Optional[torch.Tensor] = None
-    y_test: Optional[torch.Tensor] = None
-    x_val: Optional[torch.Tensor] = None
-    y_val: Optional[torch.Tensor] = None
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
 
 def permutation(n: int, seed: int) -> torch.Tensor:

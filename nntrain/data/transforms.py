@@ -40,7 +40,7 @@ def _nan_min_max(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, 
 class Normalizer:
     """Base: `fit` on training inputs, then `__call__` on any split; state goes in checkpoints."""
 
-    def fit(self, x: torch.Tensor) -> "Normalizer":
+    def fit(self, x: torch.Tensor) -> Normalizer:
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ class Standardize(Normalizer):
     def __init__(self, eps: Annotated[float, Field(gt=0)] = 1e-8):
         self.eps = eps
 
-    def fit(self, x: torch.Tensor) -> "Standardize":
+    def fit(self, x: torch.Tensor) -> Standardize:
         mean, std = _nan_mean_std(x, _stat_dims(x))
         self.mean, self.std = mean[0], std[0].clamp_min(self.eps)
         return self
@@ -77,7 +77,7 @@ class MinMax(Normalizer):
     def __init__(self, eps: Annotated[float, Field(gt=0)] = 1e-8):
         self.eps = eps
 
-    def fit(self, x: torch.Tensor) -> "MinMax":
+    def fit(self, x: torch.Tensor) -> MinMax:
         low, high = _nan_min_max(x, _stat_dims(x))
         self.low, self.span = low[0], (high[0] - low[0]).clamp_min(self.eps)
         return self
@@ -101,13 +101,14 @@ class Normalize(Normalizer):
     ):
         self.mean_values, self.std_values = [float(v) for v in mean], [float(v) for v in std]
 
-    def fit(self, x: torch.Tensor) -> "Normalize":
+    def fit(self, x: torch.Tensor) -> Normalize:
         channels = x.shape[1] if x.dim() == 4 else x.shape[-1]
         for key, values in (("mean", self.mean_values), ("std", self.std_values)):
             if len(values) not in (1, channels):
                 what = "channels" if x.dim() == 4 else "features"
                 raise DataError(
-                    f"{len(values)} values, but the data has {channels} {what} (give one value, or one per {what[:-1]})",
+                    f"{len(values)} values, but the data has {channels} {what} "
+                    f"(give one value, or one per {what[:-1]})",
                     key=(*NORMALIZE_KEY, key),
                 )
         shape = (-1, 1, 1) if x.dim() == 4 else (-1,)
@@ -137,7 +138,7 @@ class Whiten(Normalizer):
     def _rows(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1]) if x.dim() == 3 else x.reshape(len(x), -1)
 
-    def fit(self, x: torch.Tensor) -> "Whiten":
+    def fit(self, x: torch.Tensor) -> Whiten:
         rows = self._rows(x).double()
         rows = rows[~rows.isnan().any(dim=1)]  # padding rows of variable-length sequences
         mean = rows.mean(dim=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -17,20 +17,19 @@ from nntrain.memory import format_bytes
 from nntrain.registries import MODELS
 
 
-
 class InitFrom(BaseModel):
     """`model.init_from`: start a submodule from another run's weights (transfer learning).
 
     `checkpoint` is a checkpoint file, a run folder (its best.pt), or an experiment folder
-    `runs/<name>` (best.pt of its latest run). `component` names a submodule (`encoder`, `rnn`, `encoder.0`; dotted paths work); its
-    weights come from the submodule of the same name in the checkpoint's model. No component:
-    the whole model. `freeze: true` keeps the component fixed: no gradients, no optimizer
-    updates, and it stays in eval mode (dropout off, batch-norm statistics unchanged).
+    `runs/<name>` (best.pt of its latest run). `component` names a submodule (`encoder`, `rnn`,
+    `encoder.0`; dotted paths work); its weights come from the submodule of the same name in the
+    checkpoint's model. No component: the whole model. `freeze: true` keeps the component fixed:
+    no gradients, no optimizer updates, and it stays in eval mode (dropout off, batch-norm statistics unchanged).
     """
 
     model_config = ConfigDict(extra="forbid")
     checkpoint: str
-    component: Optional[str] = None
+    component: str | None = None
     freeze: bool = False
 
 
@@ -55,7 +54,7 @@ _INIT_FROM = ("model", "init_from")
 MODELS.set_checks(extra_keys={"init_from": init_from_problems}, filled=INFERRED)
 
 
-def build_model(spec: dict[str, Any], inferred: dict[str, Any], device: Optional[torch.device] = None) -> nn.Module:
+def build_model(spec: dict[str, Any], inferred: dict[str, Any], device: torch.device | None = None) -> nn.Module:
     """Builds `spec`, filling in the sizes the data determines.
 
     Args:
@@ -92,43 +91,51 @@ def build_model(spec: dict[str, Any], inferred: dict[str, Any], device: Optional
     return model
 
 
-def _build_within_memory(spec: dict[str, Any], device: Optional[torch.device]) -> nn.Module:
+def _build_within_memory(spec: dict[str, Any], device: torch.device | None) -> nn.Module:
     """MODELS.build(spec), after building it on the meta device (no memory, no random numbers
     drawn) to check that its weights fit on the host and on `device`: a ConfigError with the size
     it needs instead of an allocator's traceback, also when the allocation fails anyway."""
     rng = torch.get_rng_state()
     try:
         with torch.device("meta"):
-            nbytes, count = _sizes(MODELS.build(spec))
+            sizes: tuple[int, int, int] | None = _sizes(MODELS.build(spec))
     except Exception:  # noqa: BLE001 - a builder that can't run on meta: the real build says what is wrong
-        nbytes = count = None
+        sizes = None
     finally:
         torch.set_rng_state(rng)
-    if nbytes is not None:
+    if sizes is not None:
         for where in dict.fromkeys([torch.device("cpu"), device or torch.device("cpu")]):
-            problem = memory.need(nbytes, where)
-            if problem is not None:
-                raise ConfigError(_too_large(spec["name"], count, nbytes, problem), key=("model",))
+            have, what = memory.device_memory(where)
+            if have is not None and sizes[0] > have:
+                raise ConfigError(_too_large(spec["name"], sizes, f"{what} {format_bytes(have)}"), key=("model",))
     try:
         return MODELS.build(spec)
     except Exception as exc:
         if not memory.is_out_of_memory(exc):
             raise
-        problem = f"could not be allocated ({str(exc).strip().splitlines()[0][:200]})"
-        raise ConfigError(_too_large(spec["name"], count, nbytes, problem), key=("model",)) from None
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        problem = f"allocating them failed ({detail})"
+        message = (
+            _too_large(spec["name"], sizes, problem) if sizes is not None
+            else f"'{spec['name']}' does not fit in memory: {problem}; make it smaller (fewer or narrower layers)"
+        )
+        raise ConfigError(message, key=("model",)) from None
 
 
-def _sizes(model: nn.Module) -> tuple[int, int]:
-    """(bytes of parameters and buffers, number of parameters)."""
-    return memory.tensor_bytes(model), sum(p.numel() for p in model.parameters())
+def _sizes(model: nn.Module) -> tuple[int, int, int]:
+    """(bytes of parameters and buffers, number of parameters, bytes of parameters)."""
+    params = list(model.parameters())
+    return memory.tensor_bytes(model), sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)
 
 
-def _too_large(name: str, count: Optional[int], nbytes: Optional[int], problem: str) -> str:
-    size = "" if count is None or nbytes is None else (
-        f" has {count:,} parameters ({format_bytes(nbytes)} of weights; training adds gradients and "
-        f"optimizer state, about 2-3x more) and"
+def _too_large(name: str, sizes: tuple[int, int, int], problem: str) -> str:
+    """`'mlp' needs 3.6 TiB for its weights (N parameters x 4 bytes; ...); <problem>; make it smaller`."""
+    nbytes, count, param_bytes = sizes
+    each = f"{param_bytes // count} bytes" if count and param_bytes % count == 0 else "their bytes"
+    return (
+        f"'{name}' needs {format_bytes(nbytes)} for its weights ({count:,} parameters x {each}; training adds "
+        f"gradients and optimizer state, about 2-3x more); {problem}; make it smaller (fewer or narrower layers)"
     )
-    return f"model '{name}'{size} {problem}; make it smaller (fewer or narrower layers)"
 
 
 def _freeze(module: nn.Module) -> None:
@@ -179,7 +186,7 @@ def init_from(model: nn.Module, spec: InitFrom, name: str = "model") -> None:
             ) from None
     path = _resolve_checkpoint(path)
     try:
-        state = full = load_checkpoint(path)["model"]
+        state = full = load_checkpoint(path, purpose="weights")["model"]
     except CheckpointError as exc:
         raise CheckpointError(str(exc), key=_INIT_FROM + ("checkpoint",)) from None
     if component:

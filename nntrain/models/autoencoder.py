@@ -7,7 +7,7 @@ weights: `model.init_from: {checkpoint: runs/ae/.../best.pt, component: encoder,
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 import torch
 from pydantic import Field
@@ -32,17 +32,18 @@ def _conv_sides(image_size: int, layers: int) -> list[int]:
     return sides
 
 
-def _check(variant: str, in_channels: Optional[int], image_size: Optional[int], hidden: list[int]) -> None:
+def _check(variant: str, in_channels: int | None, image_size: int | None, hidden: list[int]) -> None:
     if variant == "conv" and (in_channels is None or image_size is None):
         raise ConfigError(
-            "'conv' needs square images (N, C, H, W) as inputs; use variant: mlp for other data", key=("model", "variant")
+            "'conv' needs square images (N, C, H, W) as inputs; use variant: mlp for other data",
+            key=("model", "variant"),
         )
     if not hidden:
         raise ConfigError("give at least one layer width (mlp) or channel count (conv)", key=("model", "hidden"))
 
 
 def build_encoder(
-    variant: str, in_features: int, in_channels: Optional[int], image_size: Optional[int],
+    variant: str, in_features: int, in_channels: int | None, image_size: int | None,
     latent_dim: int, hidden: list[int], activation: Activation,
 ) -> nn.Sequential:
     """mlp: Flatten -> [Linear -> act] * len(hidden) -> Linear(latent_dim).
@@ -69,7 +70,7 @@ def build_encoder(
 
 
 def build_decoder(
-    variant: str, in_features: int, in_channels: Optional[int], image_size: Optional[int],
+    variant: str, in_features: int, in_channels: int | None, image_size: int | None,
     latent_dim: int, hidden: list[int], activation: Activation,
 ) -> nn.Sequential:
     """The encoder's mirror image; its last layer is linear (logits or values, no activation)."""
@@ -130,16 +131,17 @@ class EncoderClassifier(nn.Module):
 @MODELS.register("autoencoder")
 def autoencoder(
     in_features: PositiveInt,
-    in_channels: Optional[PositiveInt] = None,
-    image_size: Optional[PositiveInt] = None,
+    in_channels: PositiveInt | None = None,
+    image_size: PositiveInt | None = None,
     variant: Variant = "mlp",
     latent_dim: PositiveInt = 32,
-    hidden: Optional[list[PositiveInt]] = None,
+    hidden: list[PositiveInt] | None = None,
     activation: Activation = "relu",
     noise_std: Annotated[float, Field(ge=0.0)] = 0.0,
-    init: Optional[Activation] = None,
+    init: Activation | None = None,
 ) -> nn.Module:
-    """Encoder to `latent_dim`, symmetric decoder; `hidden` widths (mlp, default [256, 128]) or channels (conv, default [32, 64]).
+    """Encoder to `latent_dim`, symmetric decoder; `hidden` widths (mlp, default [256, 128]) or
+    channels (conv, default [32, 64]).
 
     Train with `data.task: reconstruction` and loss `mse`, or `bce_with_logits` on inputs in [0, 1].
     """
@@ -155,15 +157,15 @@ def autoencoder(
 def encoder_classifier(
     in_features: PositiveInt,
     num_classes: PositiveInt,
-    in_channels: Optional[PositiveInt] = None,
-    image_size: Optional[PositiveInt] = None,
+    in_channels: PositiveInt | None = None,
+    image_size: PositiveInt | None = None,
     variant: Variant = "mlp",
     latent_dim: PositiveInt = 32,
-    hidden: Optional[list[PositiveInt]] = None,
+    hidden: list[PositiveInt] | None = None,
     activation: Activation = "relu",
     head_hidden: list[PositiveInt] = [],
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
-    init: Optional[Activation] = None,
+    init: Activation | None = None,
 ) -> nn.Module:
     """An autoencoder's `.encoder` (same arguments) and a classifier `.head` on its latent code.
 

@@ -9,7 +9,6 @@ from torch import nn
 
 from nntrain.registries import ACTIVATIONS, INITS
 
-
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("leaky_relu")(nn.LeakyReLU)
 ACTIVATIONS.register("prelu")(nn.PReLU)

@@ -1,7 +1,7 @@
 """LeNet-5 (LeCun et al. 1998), with a choice of activation, pooling, dropout and batch norm."""
 
 from collections import OrderedDict
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
 from torch import nn
@@ -21,7 +21,7 @@ def lenet(
     pool: Literal["max", "avg"] = "max",
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
     batch_norm: bool = False,
-    init: Optional[Activation] = None,
+    init: Activation | None = None,
 ) -> nn.Module:
     """conv5x5(6, pad 2) -> pool -> conv5x5(16) -> pool -> fc120 -> fc84 -> fc(num_classes)."""
     pool_cls = nn.MaxPool2d if pool == "max" else nn.AvgPool2d

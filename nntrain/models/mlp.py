@@ -1,7 +1,7 @@
 """Multi-layer perceptron: the course's first network."""
 
 from collections import OrderedDict
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field
 from torch import nn
@@ -21,7 +21,7 @@ def mlp(
     activation: Activation = "relu",
     dropout: Dropout = 0.0,
     batch_norm: bool = False,
-    init: Optional[Activation] = None,
+    init: Activation | None = None,
 ) -> nn.Module:
     """Flatten -> [Linear -> (BatchNorm) -> activation -> (Dropout)] * len(hidden) -> Linear."""
     layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}

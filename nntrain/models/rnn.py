@@ -14,7 +14,7 @@ value, a model assumes padding: always correct, only slower.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 import torch
 from pydantic import Field
@@ -28,7 +28,7 @@ from nntrain.models.init import apply_init
 PositiveInt = Annotated[int, Field(gt=0)]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 Pool = Literal["last", "mean", "max"]
-Init = Optional[Union[str, dict[str, Any]]]
+Init = Optional[str | dict[str, Any]]
 
 
 class SequenceModel(nn.Module):
@@ -43,11 +43,11 @@ class SequenceModel(nn.Module):
         self,
         cell: type[nn.RNNBase],
         out_features: int,
-        input_size: Optional[int],
-        vocab_size: Optional[int],
-        padding_idx: Optional[int],
+        input_size: int | None,
+        vocab_size: int | None,
+        padding_idx: int | None,
         embedding_dim: int,
-        input_proj: Optional[int],
+        input_proj: int | None,
         hidden_size: int,
         num_layers: int,
         bidirectional: bool,
@@ -57,8 +57,8 @@ class SequenceModel(nn.Module):
     ):
         super().__init__()
         self.variable_length = variable_length
-        self.embedding: Optional[nn.Embedding] = None
-        self.input_proj: Optional[nn.Linear] = None
+        self.embedding: nn.Embedding | None = None
+        self.input_proj: nn.Linear | None = None
         self.padding_idx = padding_idx
         if vocab_size is not None:
             self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
@@ -78,7 +78,7 @@ class SequenceModel(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.head = nn.Linear(hidden_size * self.directions, out_features)
 
-    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embedded/projected inputs (N, T, D) and each sequence's length (N,); None: all are full length."""
         pad = None
         if self.embedding is not None:
@@ -127,11 +127,11 @@ class SequenceModel(nn.Module):
 def _build(
     cell: type[nn.RNNBase],
     name: str,
-    input_size: Optional[int],
-    vocab_size: Optional[int],
-    padding_idx: Optional[int],
-    num_classes: Optional[int],
-    output_size: Optional[int],
+    input_size: int | None,
+    vocab_size: int | None,
+    padding_idx: int | None,
+    num_classes: int | None,
+    output_size: int | None,
     init: Init,
     **kwargs: Any,
 ) -> nn.Module:
@@ -154,17 +154,17 @@ def _build(
 
 @MODELS.register("gru")
 def gru(
-    input_size: Optional[PositiveInt] = None,
-    vocab_size: Optional[PositiveInt] = None,
-    padding_idx: Optional[Annotated[int, Field(ge=0)]] = None,
-    num_classes: Optional[PositiveInt] = None,
-    output_size: Optional[PositiveInt] = None,
+    input_size: PositiveInt | None = None,
+    vocab_size: PositiveInt | None = None,
+    padding_idx: Annotated[int, Field(ge=0)] | None = None,
+    num_classes: PositiveInt | None = None,
+    output_size: PositiveInt | None = None,
     hidden_size: PositiveInt = 64,
     num_layers: PositiveInt = 1,
     bidirectional: bool = False,
     dropout: Dropout = 0.0,
     embedding_dim: PositiveInt = 64,
-    input_proj: Optional[PositiveInt] = None,
+    input_proj: PositiveInt | None = None,
     pool: Pool = "last",
     init: Init = None,
     variable_length: bool = True,
@@ -184,17 +184,17 @@ def gru(
 
 @MODELS.register("lstm")
 def lstm(
-    input_size: Optional[PositiveInt] = None,
-    vocab_size: Optional[PositiveInt] = None,
-    padding_idx: Optional[Annotated[int, Field(ge=0)]] = None,
-    num_classes: Optional[PositiveInt] = None,
-    output_size: Optional[PositiveInt] = None,
+    input_size: PositiveInt | None = None,
+    vocab_size: PositiveInt | None = None,
+    padding_idx: Annotated[int, Field(ge=0)] | None = None,
+    num_classes: PositiveInt | None = None,
+    output_size: PositiveInt | None = None,
     hidden_size: PositiveInt = 64,
     num_layers: PositiveInt = 1,
     bidirectional: bool = False,
     dropout: Dropout = 0.0,
     embedding_dim: PositiveInt = 64,
-    input_proj: Optional[PositiveInt] = None,
+    input_proj: PositiveInt | None = None,
     pool: Pool = "last",
     init: Init = None,
     variable_length: bool = True,

@@ -58,7 +58,7 @@ def report_run(
     path = next((folder / name for name in ("best.pt", "last.pt") if (folder / name).is_file()), None)
     if path is None:
         return None
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, purpose="weights")
     model = model if model is not None else parts.model
     model.load_state_dict(ckpt["model"])
     # The test split only where the run was tested at its end (train.test_at_end: false keeps it unseen).

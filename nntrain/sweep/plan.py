@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from nntrain.callbacks import Callback, improved
 from nntrain.config import Config, Key, SweepConfig, SweepParam
@@ -56,7 +56,7 @@ class Param:
     labels: dict[str, Any] = field(default_factory=dict)  # choices that are no scalar, by their JSON text
 
     @classmethod
-    def from_spec(cls, name: str, spec: SweepParam) -> "Param":
+    def from_spec(cls, name: str, spec: SweepParam) -> Param:
         key = tuple(int(p) if p.isdigit() else p for p in name.split("."))
         labels = {}
         if spec.type == "choice" and not all(isinstance(v, SCALARS) for v in spec.values or ()):
@@ -67,7 +67,7 @@ class Param:
     def choices(self) -> list[Any]:
         return list(self.labels) if self.labels else list(self.spec.values or ())
 
-    def suggest(self, trial: "optuna.Trial") -> Any:
+    def suggest(self, trial: optuna.Trial) -> Any:
         """This trial's value, in the config's terms."""
         s = self.spec
         if s.type == "choice":
@@ -80,7 +80,7 @@ class Param:
         """Optuna's stored value -> the config's value."""
         return self.labels[value] if self.labels else value
 
-    def grid(self) -> Optional[list[Any]]:
+    def grid(self) -> list[Any] | None:
         """The grid sampler's points (Optuna's values), or None when the distribution has no grid."""
         s = self.spec
         if s.type == "choice":
@@ -132,8 +132,8 @@ class Plan:
     direction: str  # maximize | minimize
     trials: int
     max_epochs: int
-    threads: Optional[int] = None  # CPU threads of a trial that sets none: this process's share (--workers)
-    sampler_seed: Optional[int] = None  # this process's sampler seed (open_study sets it)
+    threads: int | None = None  # CPU threads of a trial that sets none: this process's share (--workers)
+    sampler_seed: int | None = None  # this process's sampler seed (open_study sets it)
 
     @property
     def sweep(self) -> SweepConfig:
@@ -144,7 +144,7 @@ class Plan:
     def mode(self) -> str:
         return "max" if self.direction == "maximize" else "min"
 
-    def config(self, values: dict[str, Any], settings: Optional[dict[str, Any]] = None) -> Config:
+    def config(self, values: dict[str, Any], settings: dict[str, Any] | None = None) -> Config:
         """The config of a trial: the base with `values` (by param name) set, validated like a file.
 
         `settings` (dotted key -> value) are what the process running the trial chose where the
@@ -232,12 +232,12 @@ def load_plan(path: str | Path, overrides: list[str] = ()) -> Plan:
 class TrialReporter(Callback):
     """Reports the sweep's metric to the Optuna trial after every epoch; stops the run when it is pruned."""
 
-    def __init__(self, trial: "optuna.Trial", metric: str, mode: str):
+    def __init__(self, trial: optuna.Trial, metric: str, mode: str):
         self.trial, self.metric, self.mode = trial, metric, mode
-        self.best: Optional[float] = None
-        self.pruned_at: Optional[int] = None
+        self.best: float | None = None
+        self.pruned_at: int | None = None
 
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric)
         if value is None or not math.isfinite(value):
             return
@@ -250,12 +250,12 @@ class TrialReporter(Callback):
             trainer.stop_reason = f"pruned by the sweep after epoch {trainer.epoch} ({self.metric} {value:.4g})"
 
 
-def _fail(trial: "optuna.Trial", exc: Exception) -> TrialFailed:
+def _fail(trial: optuna.Trial, exc: Exception) -> TrialFailed:
     trial.set_user_attr("error", str(exc))
     return TrialFailed(str(exc))
 
 
-def run_trial(plan: Plan, trial: "optuna.Trial", sweep_dir: Path, console: Any = None) -> float:
+def run_trial(plan: Plan, trial: optuna.Trial, sweep_dir: Path, console: Any = None) -> float:
     """Optuna's objective: trains one trial's config into `sweep_dir/trial-<n>`; returns its best metric.
 
     Raises:
@@ -288,6 +288,7 @@ def run_trial(plan: Plan, trial: "optuna.Trial", sweep_dir: Path, console: Any =
         summary = fit(
             cfg, console, progress=False, extra_callbacks=[reporter], run_dir=run_dir,
             monitors={"sweep.metric": plan.sweep.metric},
+            report=False,  # a report per trial costs more than a small trial; `fit best.yaml` writes one
         )
     except RunError as exc:
         raise _fail(trial, exc) from None

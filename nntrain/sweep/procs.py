@@ -98,10 +98,11 @@ def die_with_parent() -> None:
 def read_pids(path: Path) -> list[int]:
     """sweep.pid: the sweep process's pid on the first line, its worker processes' below."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace")  # a damaged file: what can be read of it
     except OSError:
         return []
-    return [int(line) for line in text.split() if line.strip().isdigit()]
+    # A pid is positive and below Linux's limit (2**22); anything else is damage, not a process.
+    return [int(w) for w in text.split() if w.isascii() and w.isdigit() and 0 < int(w) < 2**22]
 
 
 def write_pids(path: Path, pids: list[int]) -> None:

@@ -12,15 +12,21 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nntrain import jsonfile
 from nntrain.config import to_yaml
-from nntrain.errors import ConfigError, Interrupted, NntrainError, RunError
+from nntrain.errors import ConfigError, DataError, Interrupted, NntrainError, RunError
 from nntrain.sweep import procs
 from nntrain.sweep.plan import SCALARS, Plan, format_value, load_plan, value_label
 from nntrain.sweep.study import (
-    SEED_ATTR, count_trials, mask_url, open_study, requeue_cut_short, storage_errors, work,
+    SEED_ATTR,
+    count_trials,
+    mask_url,
+    open_study,
+    requeue_cut_short,
+    storage_errors,
+    work,
 )
 
 STORAGE_ENV = "NNTRAIN_SWEEP_STORAGE"  # --storage from the environment: keeps a password off the command line
@@ -38,7 +44,7 @@ class SweepPlace:
     local: bool  # the study is the sweep folder's own SQLite file, which no other machine uses
 
 
-def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Optional[str]) -> SweepPlace:
+def _place(plan: Plan, resume: Path | None, storage: str | None, study: str | None) -> SweepPlace:
     if resume is None:
         from nntrain.run_dir import make_run_dir
 
@@ -57,7 +63,7 @@ def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Op
         meta_path = sweep_dir / "sweep.json"
         if not meta_path.is_file():
             raise ConfigError(f"--resume {resume}: not a sweep folder (no sweep.json; it is runs/<name>/sweep-<stamp>)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = _read_meta(meta_path, plan)
         stored = meta["storage"]
         if storage is None and stored is not None and "***" in stored:
             raise ConfigError(
@@ -69,20 +75,59 @@ def _place(plan: Plan, resume: Optional[Path], storage: Optional[str], study: Op
         if study is not None and study != meta["study"]:
             raise ConfigError(f"--study {study}: this sweep's study is '{meta['study']}'")
         storage = storage or stored
+    if resume is not None and storage is None:
+        _check_study_file(sweep_dir / "study.db", plan)
     url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
     return SweepPlace(sweep_dir, url, study or meta["study"], resume is not None, storage is None)
+
+
+def _read_meta(path: Path, plan: Plan) -> dict[str, Any]:
+    """sweep.json of a sweep folder: the study's name and storage (None: its study.db); a damaged
+    file is a DataError that says what to write into it."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        why = None
+    except (OSError, ValueError) as exc:
+        meta, why = None, f"not readable JSON: {str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}"
+    if why is None and not isinstance(meta, dict):
+        why = "not a JSON object"
+    elif why is None and not (isinstance(meta.get("study"), str) and meta["study"]):
+        why = "no study name ('study')"
+    elif why is None and not ("storage" in meta and (meta["storage"] is None or isinstance(meta["storage"], str))):
+        why = "no storage ('storage': null for the study.db in this folder, else the database URL)"
+    if why is not None:
+        example = jsonfile.dumps({"study": plan.cfg.name, "storage": None})
+        raise DataError(
+            f"{path}: damaged ({why}); it names the sweep's study. Write it again, e.g. {example} for a "
+            f"sweep of this config whose study is the study.db beside it, or start a new sweep"
+        )
+    return meta
+
+
+def _check_study_file(path: Path, plan: Plan) -> None:
+    """--resume of a sweep whose study is its own study.db: the file must be there (an empty or
+    missing one would silently start the sweep over, into trial folders that exist)."""
+    problem = (
+        "is a folder, not a file" if path.is_dir() else "is missing" if not path.exists()
+        else "is empty" if path.stat().st_size == 0 else None
+    )
+    if problem is not None:
+        raise DataError(
+            f"{path}: the sweep's study database {problem}; the trials are recorded there, so this sweep "
+            f"can't be resumed: restore the file, or start a new sweep (nntrain sweep {plan.path})"
+        )
 
 
 def run_sweep(
     config: str | Path,
     overrides: list[str] = (),
-    resume: Optional[Path] = None,
-    storage: Optional[str] = None,
-    study_name: Optional[str] = None,
+    resume: Path | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
     workers: int = 1,
-    worker: Optional[int] = None,
+    worker: int | None = None,
     console: Any = None,
-) -> Optional[dict[str, Any]]:
+) -> dict[str, Any] | None:
     """Runs (or resumes, or joins) the sweep a config describes; returns the summary.
 
     `worker` is set in the processes `--workers N` starts: they only run trials (no summary, None).
@@ -97,7 +142,7 @@ def run_sweep(
     if worker is not None:  # a process of --workers N: trials only
         if workers > 1:  # the cores are shared; the count is recorded in each trial's config
             plan.threads = max(1, (os.cpu_count() or 1) // workers)
-        study = open_study(plan, place.storage, place.study, not place.local, worker)
+        study = open_study(plan, place.storage, place.study, not place.local, worker, resumed=place.resumed)
         with storage_errors(place.storage):
             work(plan, study, place.sweep_dir, console)
         return None
@@ -105,7 +150,7 @@ def run_sweep(
     if place.resumed:
         _check_stopped(place, lock)
     try:
-        study = open_study(plan, place.storage, place.study, not place.local)
+        study = open_study(plan, place.storage, place.study, not place.local, resumed=place.resumed)
     except NntrainError:
         if not place.resumed:  # nothing ran: leave no empty sweep folder behind
             shutil.rmtree(place.sweep_dir, ignore_errors=True)
@@ -192,7 +237,7 @@ def _run_workers(plan: Plan, place: SweepPlace, workers: int, lock: Path) -> Non
         subprocess.Popen([*base, "--worker", str(i)], env=env, start_new_session=True) for i in range(workers)
     ]
     procs.write_pids(lock, [os.getpid(), *(p.pid for p in children)])  # what --resume waits for
-    received: Optional[int] = None
+    received: int | None = None
 
     def forward(signum: int, frame: Any = None) -> None:
         nonlocal received

@@ -20,11 +20,12 @@ import random
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from nntrain.errors import ConfigError, RunError
+from nntrain.errors import ConfigError, DataError, RunError
 from nntrain.sweep import procs
 from nntrain.sweep.plan import Plan, TrialFailed, format_value, run_trial
 
@@ -90,7 +91,7 @@ def driver_url(url: str) -> str:
     )
 
 
-def _missing_module(exc: BaseException) -> Optional[str]:
+def _missing_module(exc: BaseException) -> str | None:
     while exc is not None:
         if isinstance(exc, ImportError) and exc.name:
             return exc.name.split(".")[0]
@@ -123,7 +124,7 @@ def _concurrent(exc: BaseException) -> bool:
     """
     import sqlalchemy.exc
 
-    seen: Optional[BaseException] = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
             return True
@@ -155,10 +156,27 @@ def storage_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        raise RunError(f"study storage {mask_url(url)}: {_db_message(exc)}") from None
+        raise _damaged(url, exc) or RunError(f"study storage {mask_url(url)}: {_db_message(exc)}") from None
 
 
-def _retry(max_retry: Optional[int]) -> Any:
+# sqlite's words for a file that is not (or no longer) a readable database.
+_DAMAGE = ("malformed", "not a database", "file is encrypted", "unable to open database file", "no such table",
+           "no such column", "disk i/o error")
+
+
+def _damaged(url: str, exc: BaseException) -> DataError | None:
+    """A DataError naming the file when `exc` says the SQLite file of `url` is damaged; else None."""
+    message = _db_message(exc)
+    if not url.startswith("sqlite:///") or not any(word in message.lower() for word in _DAMAGE):
+        return None
+    path = Path(url[len("sqlite:///"):])
+    return DataError(
+        f"{path}: the study database is damaged or unreadable ({message}); the trials recorded there can't "
+        f"be read: restore the file from a copy, or start a new sweep"
+    )
+
+
+def _retry(max_retry: int | None) -> Any:
     """Optuna's callback that queues a failed trial again with the same params (renamed in Optuna 4.9)."""
     import optuna
 
@@ -166,8 +184,10 @@ def _retry(max_retry: Optional[int]) -> Any:
     return (cls or optuna.storages.RetryFailedTrialCallback)(max_retry=max_retry)
 
 
-def _storage(url: str, beat: tuple[int, int]) -> Any:
-    """Optuna's RDB storage with heartbeats; creates its tables, tolerating a concurrent creator."""
+def _storage(url: str, beat: tuple[int, int], label: str | None = None) -> Any:
+    """Optuna's RDB storage with heartbeats; creates its tables, tolerating a concurrent creator.
+    `label` names the storage in messages (default `--storage URL`, the option that gave it)."""
+    label = label or f"--storage {mask_url(url)}"
     import inspect
 
     import optuna
@@ -186,17 +206,20 @@ def _storage(url: str, beat: tuple[int, int]) -> Any:
     except ImportError as exc:
         module = _missing_module(exc)
         if module is None:
-            raise ConfigError(f"--storage {mask_url(url)}: the database driver is not installed ({exc})") from None
+            raise ConfigError(f"{label}: the database driver is not installed ({exc})") from None
         package = _DRIVER_PACKAGES.get(module, module)
         raise ConfigError(
-            f"--storage {mask_url(url)}: the database driver module '{module}' is not installed; "
+            f"{label}: the database driver module '{module}' is not installed; "
             f"install it with pip install {package}"
         ) from None
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--storage {mask_url(url)}: not a database URL Optuna can use ({first})") from None
+        raise ConfigError(f"{label}: not a database URL Optuna can use ({first})") from None
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        raise RunError(f"--storage {mask_url(url)}: cannot open the study storage: {_db_message(exc)}") from None
+        damaged = _damaged(url, exc)
+        if damaged is not None:
+            raise damaged from None
+        raise RunError(f"{label}: cannot open the study storage: {_db_message(exc)}") from None
 
 
 def _fingerprint(plan: Plan) -> dict[str, Any]:
@@ -248,10 +271,13 @@ def sampler_seed(plan: Plan, worker: int, trials: int, shared: bool) -> int:
     return seed % 2**32
 
 
-def open_study(plan: Plan, url: str, name: str, shared: bool, worker: int = 0) -> Any:
+def open_study(plan: Plan, url: str, name: str, shared: bool, worker: int = 0, resumed: bool = False) -> Any:
     """Creates the study, or joins one made from the same config (any other is an error).
 
-    Sets `plan.sampler_seed`. Raises RunError with the database's message when the storage fails.
+    `shared`: the storage came from --storage (else it is the sweep folder's own study.db);
+    `resumed`: the study must exist already (--resume of a sweep folder).
+    Sets `plan.sampler_seed`. Raises RunError with the database's message when the storage fails,
+    DataError when the sweep's SQLite file is damaged.
     """
     import optuna
 
@@ -260,8 +286,18 @@ def open_study(plan: Plan, url: str, name: str, shared: bool, worker: int = 0) -
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by _trial_line
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     beat = heartbeat()
-    storage = _storage(url, beat)
+    local = None if shared or not url.startswith("sqlite:///") else Path(url[len("sqlite:///"):])
+    storage = _storage(url, beat, None if local is None else f"{local} (the sweep's study database)")
     with storage_errors(url):
+        if resumed:
+            names = [s.study_name for s in storage.get_all_studies()]
+            if name not in names:
+                where = local or mask_url(url)
+                raise DataError(
+                    f"{where} holds no study '{name}' (it holds: {', '.join(names) or 'none'}); "
+                    f"sweep.json names the study to resume: a damaged or replaced file? "
+                    f"Restore it, or start a new sweep"
+                )
         study = _creating(
             optuna.create_study, storage=storage, study_name=name, direction=plan.direction, load_if_exists=True
         )
@@ -305,7 +341,7 @@ def count_trials(study: Any) -> tuple[int, int]:
     return done, running
 
 
-def _fail(study: Any, trial: Any, requeue: Optional[int]) -> bool:
+def _fail(study: Any, trial: Any, requeue: int | None) -> bool:
     """Fails a RUNNING trial and queues it again (at most `requeue` times); False if another process did."""
     import optuna
     from optuna.trial import TrialState
@@ -373,7 +409,7 @@ def requeue_cut_short(study: Any, local: bool, sweep_dir: Path) -> int:
     return requeued
 
 
-def _in(run_dir: Optional[str], sweep_dir: Path) -> bool:
+def _in(run_dir: str | None, sweep_dir: Path) -> bool:
     return run_dir is not None and Path(run_dir).parent.resolve() == Path(sweep_dir).resolve()
 
 

@@ -29,7 +29,13 @@ Adding a source: one new module here, plus its name in the import line below.
 """
 
 from nntrain.data.sources import (  # noqa: F401 - importing a source registers it
-    csv_table, embedded, image_folder, npz, text_csv, timeseries_csv, torchvision_sets,
+    csv_table,
+    embedded,
+    image_folder,
+    npz,
+    text_csv,
+    timeseries_csv,
+    torchvision_sets,
 )
 from nntrain.registries import DATASETS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -20,9 +20,9 @@ from nntrain.registries import DATASETS
 def csv_table(
     path: str,
     target: Columns,
-    features: Optional[Annotated[list[str], Field(min_length=1)]] = None,
+    features: Annotated[list[str], Field(min_length=1)] | None = None,
     task: Literal["classification", "regression"] = "classification",
-    test_path: Optional[str] = None,
+    test_path: str | None = None,
     delimiter: Delimiter = ",",
     drop_labels: list[str] = [],  # noqa: B006 - never mutated; a list shows as [] in `nntrain list`
     *,
@@ -42,7 +42,7 @@ def csv_table(
     names = features if features is not None else [h for h in train.header if h not in targets]
     _check_features(names, targets, train)
 
-    def load(table: CsvTable, classes: Optional[list[str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def load(table: CsvTable, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         # `table` is the header; read_columns reads the columns (pyarrow, or the line-accurate
         # reader when the file has a problem to report: csv_reader's docstring).
         t_idx = [table.index(t, "target") for t in targets]

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field
 
-from nntrain.data.splits import DEFAULT_CONTEXT, Fraction, PositiveInt, SourceContext, Splits
 from nntrain.data.sources.text_csv import text_csv
 from nntrain.data.sources.timeseries_csv import Scale, timeseries_csv
 from nntrain.data.sources.torchvision_sets import image_classification
+from nntrain.data.splits import DEFAULT_CONTEXT, Fraction, PositiveInt, SourceContext, Splits
 from nntrain.registries import DATASETS
 
 
@@ -63,8 +63,8 @@ def sunspots(
 def rotten_tomatoes(
     test_split: Fraction = 0.1,
     min_freq: PositiveInt = 1,
-    max_size: Optional[Annotated[int, Field(ge=3)]] = None,
-    max_len: Optional[PositiveInt] = None,
+    max_size: Annotated[int, Field(ge=3)] | None = None,
+    max_len: PositiveInt | None = None,
     lowercase: bool = True,
     pattern: str = r"\w+(?:'\w+)*",
     *,

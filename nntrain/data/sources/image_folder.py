@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
 from nntrain.data.image_cache import load_images
 from nntrain.data.info import DataInfo
-from nntrain.data.reading import IMAGE_EXTENSIONS, existing_folder, float_images
+from nntrain.data.reading import IMAGE_EXTENSIONS, check_memory, existing_folder, float_images
 from nntrain.data.splits import DEFAULT_CONTEXT, PositiveInt, SourceContext, Splits
 from nntrain.errors import DataError, shorten
 from nntrain.registries import DATASETS
@@ -19,9 +18,9 @@ from nntrain.registries import DATASETS
 @DATASETS.register("image_folder", runtime=("context",))
 def image_folder(
     root: str,
-    size: Union[PositiveInt, list[PositiveInt]] = 32,
+    size: PositiveInt | list[PositiveInt] = 32,
     grayscale: bool = False,
-    test_root: Optional[str] = None,
+    test_root: str | None = None,
     cache: bool = True,
     *,
     context: SourceContext = DEFAULT_CONTEXT,
@@ -39,6 +38,12 @@ def image_folder(
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     files, labels, classes = _samples(root, "root", None)
     test = None if test_root is None else _samples(test_root, "test_root", classes)  # checked before decoding
+    images, channels = len(files) + (len(test[0]) if test else 0), 1 if grayscale else 3
+    check_memory(  # decoded as bytes, then float32 for training: 5 bytes a value
+        images * channels * height * width * 5, f"{images:,} images of {height}x{width} pixels, {channels} "
+        f"channel{'s' if channels > 1 else ''} (stored as bytes and as float32)", ("data", "dataset", "size"),
+        "lower size",
+    )
     pixels = load_images(Path(root), files, height, width, grayscale, cache)
     x, y = float_images(pixels), torch.tensor(labels, dtype=torch.long)
     x_test = y_test = None
@@ -71,7 +76,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.parts)  # the order of Path's own `<`
 
 
-def _samples(folder: str, key: str, classes: Optional[list[str]]) -> tuple[list[Path], list[int], list[str]]:
+def _samples(folder: str, key: str, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
     """The image files under `folder`, their class indices and the class names (its subfolders)."""
     top = existing_folder(folder, key)
     found = sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ MAX_VOCAB = 10_000_000
 def npz(
     path: str,
     x_key: str = "x",
-    y_key: Optional[str] = "y",
+    y_key: str | None = "y",
     lengths_key: str = "lengths",
-    test_path: Optional[str] = None,
+    test_path: str | None = None,
     layout: Layout = "auto",
     task: Literal["classification", "regression"] = "classification",
     *,
@@ -42,7 +42,7 @@ def npz(
 
     pixels: list[bool] = []  # whether each file's inputs are uint8 (images are then scaled to [0, 1])
 
-    def load(p: str, key: str) -> tuple[torch.Tensor, Optional[np.ndarray]]:
+    def load(p: str, key: str) -> tuple[torch.Tensor, np.ndarray | None]:
         x, y, lengths = _arrays(p, key, x_key, y_key, lengths_key)
         pixels.append(x.dtype == np.uint8)
         return prepare_inputs(x, lengths, layout, f"{p}:{x_key}"), y
@@ -85,8 +85,8 @@ def npz(
 
 
 def _arrays(
-    path: str, key: str, x_key: str, y_key: Optional[str], lengths_key: str
-) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    path: str, key: str, x_key: str, y_key: str | None, lengths_key: str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Inputs, targets (None when y_key is None) and lengths (None when absent) of one file."""
     file = existing_file(path, key)
     arrays, present = read_npz(file, key, [x_key, y_key, lengths_key])
@@ -132,7 +132,7 @@ def _check_test_inputs(x: torch.Tensor, x_test: torch.Tensor, where: str, test_w
         )
 
 
-def _vocab_size(x: torch.Tensor, x_test: Optional[torch.Tensor], state: Optional[dict], where: str) -> int:
+def _vocab_size(x: torch.Tensor, x_test: torch.Tensor | None, state: dict | None, where: str) -> int:
     """Token ids are in [0, vocab_size): from the run being evaluated (`state`), else the largest id + 1."""
     largest = int(max(x.max(), 0 if x_test is None else x_test.max()))
     if state is None or "vocab_size" not in state:
@@ -162,7 +162,7 @@ def _classes(labels: list[str], where: str) -> list[str]:
     return classes
 
 
-def prepare_inputs(x: np.ndarray, lengths: Optional[np.ndarray], layout: Layout, where: str) -> torch.Tensor:
+def prepare_inputs(x: np.ndarray, lengths: np.ndarray | None, layout: Layout, where: str) -> torch.Tensor:
     """The input tensor of an array in `layout`, padded past `lengths`; `where` names it in errors."""
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: an array of {x.dtype}; inputs must be numbers (bool, integer or float)")
@@ -212,16 +212,16 @@ def nchw(t: torch.Tensor, where: str) -> torch.Tensor:
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
-def _images(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:
+def _images(t: torch.Tensor, lengths: np.ndarray | None, where: str) -> torch.Tensor:
     t = nchw(t, where)
     return float_images(t) if t.dtype == torch.uint8 else t.float()
 
 
-def _tabular(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:
+def _tabular(t: torch.Tensor, lengths: np.ndarray | None, where: str) -> torch.Tensor:
     return t.reshape(len(t), -1).float()
 
 
-def _tokens(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:
+def _tokens(t: torch.Tensor, lengths: np.ndarray | None, where: str) -> torch.Tensor:
     if t.dim() != 2 or t.is_floating_point():
         raise DataError(f"{where}: tokens must be an (N, T) array of integer ids, not {tuple(t.shape)} {t.dtype}")
     t = t.long()
@@ -232,7 +232,7 @@ def _tokens(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch
     return t
 
 
-def _sequences(t: torch.Tensor, lengths: Optional[np.ndarray], where: str) -> torch.Tensor:
+def _sequences(t: torch.Tensor, lengths: np.ndarray | None, where: str) -> torch.Tensor:
     """(N, T, F), or (N, T) of one feature; steps past `lengths` become NaN rows (DataInfo's padding)."""
     t = t.float()
     if t.dim() == 2:

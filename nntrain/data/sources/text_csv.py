@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Annotated, Optional
+from typing import Annotated
 
 import torch
 from pydantic import Field
 
 from nntrain.data.info import PAD, UNK, DataInfo
 from nntrain.data.labels import check_class_count, class_names, csv_labels, encode_labels
-from nntrain.data.reading import Delimiter, existing_file, read_csv
+from nntrain.data.reading import Delimiter, check_memory, existing_file, read_csv
 from nntrain.data.splits import (
-    DEFAULT_CONTEXT, TEST_SEED, Fraction, PositiveInt, SourceContext, Splits, holdout, permutation,
+    DEFAULT_CONTEXT,
+    TEST_SEED,
+    Fraction,
+    PositiveInt,
+    SourceContext,
+    Splits,
+    holdout,
+    permutation,
 )
 from nntrain.errors import DataError
 from nntrain.registries import DATASETS
@@ -31,7 +38,7 @@ def tokenize(text: str, pattern: re.Pattern, lowercase: bool) -> list[str]:
     return pattern.findall(text.lower() if lowercase else text)
 
 
-def build_vocab(docs: list[list[str]], min_freq: int = 1, max_size: Optional[int] = None) -> list[str]:
+def build_vocab(docs: list[list[str]], min_freq: int = 1, max_size: int | None = None) -> list[str]:
     """Index -> token: `<pad>`, `<unk>`, then tokens seen `min_freq` times, most frequent first.
 
     Ties are broken alphabetically so the vocabulary is a function of the documents alone.
@@ -59,12 +66,12 @@ def text_csv(
     path: str,
     text: str = "text",
     label: str = "label",
-    test_path: Optional[str] = None,
+    test_path: str | None = None,
     test_split: Fraction = 0.0,
     drop_labels: list[str] = [],  # noqa: B006 - never mutated; a list shows as [] in `nntrain list`
     min_freq: PositiveInt = 1,
-    max_size: Optional[Annotated[int, Field(ge=3)]] = None,
-    max_len: Optional[PositiveInt] = None,
+    max_size: Annotated[int, Field(ge=3)] | None = None,
+    max_len: PositiveInt | None = None,
     lowercase: bool = True,
     pattern: str = r"\w+(?:'\w+)*",
     delimiter: Delimiter = ",",
@@ -115,6 +122,11 @@ def text_csv(
     else:
         vocab = build_vocab(docs, min_freq, max_size)
         length = max_len or max(1, max(len(d) for d in docs))
+    texts = len(docs) + len(val[0]) + (len(test[0]) if test is not None else 0)
+    check_memory(  # int64 token ids, padded to `length`
+        texts * length * 8, f"{texts:,} texts of {length:,} tokens (int64 ids)", ("data", "dataset", "max_len"),
+        "lower max_len",
+    )
     x, y = encode(docs, vocab, length), encode_labels(labels, classes, path)
     x_val, y_val = encode(val[0], vocab, length), encode_labels(val[1], classes, path)
     x_test = y_test = None
@@ -135,7 +147,7 @@ def _pick(rows: Texts, index: list[int]) -> Texts:
     return [rows[0][i] for i in index], [rows[1][i] for i in index]
 
 
-def _hold_out_test(rows: Texts, fraction: float) -> tuple[Texts, Optional[Texts]]:
+def _hold_out_test(rows: Texts, fraction: float) -> tuple[Texts, Texts | None]:
     """(the rest, the test split): `fraction` of the rows drawn with TEST_SEED; None if 0."""
     if fraction <= 0:
         return rows, None

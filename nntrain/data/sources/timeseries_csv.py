@@ -6,14 +6,14 @@ The scaler is fitted on the training rows only and kept in `DataInfo.source_stat
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
 
 from nntrain.data.csv_reader import csv_header, read_columns
 from nntrain.data.info import DataInfo
-from nntrain.data.reading import Columns, Delimiter, as_list, existing_file
+from nntrain.data.reading import Columns, Delimiter, as_list, check_memory, existing_file
 from nntrain.data.splits import DEFAULT_CONTEXT, Fraction, PositiveInt, SourceContext, Splits
 from nntrain.errors import DataError
 from nntrain.registries import DATASETS
@@ -40,7 +40,7 @@ def windows(values: np.ndarray, inputs: list[int], targets: list[int], window: i
 def timeseries_csv(
     path: str,
     columns: Columns,
-    target: Optional[Columns] = None,
+    target: Columns | None = None,
     window: PositiveInt = 16,
     horizon: PositiveInt = 1,
     test_split: Fraction = 0.15,
@@ -72,6 +72,11 @@ def timeseries_csv(
             f"{table.path}: {n} rows split {train_end}/{n_val}/{n_test} (train/val/test) leave no complete "
             f"window of {window} + {horizon} rows in some part; lower window, horizon or the split fractions"
         )
+    values_per_sample = window * len(inputs) + horizon * len(outputs)
+    check_memory(  # one window per row at most, stacked as float64 and then kept as float32
+        n * values_per_sample * 12, f"{n:,} windows of {window:,} rows x {len(inputs)} column(s)",
+        ("data", "dataset", "window"), "lower window",
+    )
     if context.state is not None:  # nntrain eval: the training run's statistics
         shift = np.array([context.state["shift"][c] for c in names])
         spread = np.array([context.state["scale"][c] for c in names])
