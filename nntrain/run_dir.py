@@ -1,6 +1,6 @@
 """The run folder: where a run is written, how a run is resumed, and what changed since it started.
 
-Layout (DESIGN.md): `<log.dir>/<name>/<YYYYmmdd-HHMMSS>/` with config.yaml, checkpoints/,
+Layout (README, "What a run leaves"): `<log.dir>/<name>/<YYYYmmdd-HHMMSS>/` with config.yaml, checkpoints/,
 metrics.jsonl, TensorBoard event files and summary.json.
 """
 

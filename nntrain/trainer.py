@@ -379,7 +379,7 @@ class Trainer:
         return [t.tolist() for t in distributed.all_gather(local)]
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a checkpoint holds (DESIGN.md): loads with `weights_only=True`."""
+        """Everything a checkpoint holds (docs/architecture.md): loads with `weights_only=True`."""
         # A checkpoint is a sync point anyway: never write weights a NaN loss has touched.
         pending = (self._loss_sum + self._epoch_sum).item()
         self._check_finite(pending)

@@ -232,7 +232,7 @@ def test_seed_workers_die_with_their_parent(tmp_path):
     while time.monotonic() < deadline and any(s["status"] == "running" for s in status()):
         time.sleep(0.2)
     assert sorted(s["status"] for s in status()) == ["interrupted", "interrupted"], status()
-    assert all(s["reason"].startswith("SIGTERM") for s in status())
+    assert all(s["reason"].startswith("SIGTERM") for s in status()), status()
     assert len(list((tmp_path / "runs").glob("*/*/checkpoints/last.pt"))) == 2
 
 
