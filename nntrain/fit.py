@@ -249,11 +249,14 @@ def _test_best(trainer: Trainer, parts: Parts, run_dir: Path) -> dict[str, float
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGINT/SIGTERM: finish the current update, save last.pt, stop. A second one aborts at once."""
+    """SIGINT/SIGTERM: finish the current update, save last.pt, stop. A second SIGINT aborts at once;
+    a repeated SIGTERM is ignored while saving."""
 
     def handler(signum: int, frame: Any) -> None:
         if trainer.interrupted is not None:
-            raise KeyboardInterrupt
+            if signum == signal.SIGTERM:  # sent again (a scheduler, a dying parent): keep saving
+                return
+            raise KeyboardInterrupt  # a second Ctrl-C: abort at once
         trainer.interrupted = signum
         if not distributed.is_main():
             return  # under torchrun, rank 0 speaks for the job
