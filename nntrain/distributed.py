@@ -115,8 +115,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         "--nproc_per_node", str(nproc), "--standalone",
         "-m", "nntrain", *argv,
     ]
-    env = {**os.environ, "NNTRAIN_NPROC": str(nproc)}
-    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    proc = subprocess.Popen(command, start_new_session=True)
     received: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:

@@ -128,15 +128,10 @@ def range_test(
 
 def _updates(trainer: Trainer) -> Iterator[list[tuple[Any, Any]]]:
     """The micro-batch groups of one optimizer update each, epoch after epoch, without end."""
-    k = trainer.settings.accumulate
     epoch = 0
     while True:
-        group = []
-        for i, batch in enumerate(trainer.train_loader.epoch(epoch)):
-            group.append(batch)
-            if (i + 1) % k == 0 or i == trainer.batches_per_epoch - 1:
-                yield group
-                group = []
+        for _, group in trainer.groups(epoch):
+            yield group
         epoch += 1
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,27 +158,17 @@ class Trainer:
     def train_epoch(self) -> float:
         """One pass over the rest of the current epoch; returns the epoch's mean training loss."""
         self.model.train()
-        batches = self.train_loader.epoch(self.epoch, start=self.batch_in_epoch)
-        k = self.settings.accumulate
-        group: list[Batch] = []
-        fetched = time.perf_counter()
-        for i, batch in enumerate(batches, start=self.batch_in_epoch):
-            self.data_time += time.perf_counter() - fetched  # time spent waiting for the batch
-            group.append(batch)
-            # An update every `accumulate` batches, and one for a short last group.
-            if (i + 1) % k == 0 or i == self.batches_per_epoch - 1:
-                self.update(group)
-                self._check_skipping()
-                self.batch_in_epoch = i + 1
-                group = []
-                for hook in self._batch_hooks:
-                    hook(self)
-                for hook in self._update_hooks:
-                    hook(self)
-                # Stop only between updates, so a checkpoint never holds half an accumulation group.
-                if self._stop_requested():
-                    return math.nan
-            fetched = time.perf_counter()
+        for done, group in self.groups(self.epoch, start=self.batch_in_epoch):
+            self.update(group)
+            self._check_skipping()
+            self.batch_in_epoch = done
+            for hook in self._batch_hooks:
+                hook(self)
+            for hook in self._update_hooks:
+                hook(self)
+            # Stop only between updates, so a checkpoint never holds half an accumulation group.
+            if self._stop_requested():
+                return math.nan
         self.flush_loss()
         if not self._epoch_count and self.settings.skip_nan:
             raise self._not_training(f"every update of epoch {self.epoch + 1} was skipped")
@@ -187,6 +177,20 @@ class Trainer:
         self._epoch_count = 0
         self._check_finite(mean)
         return mean
+
+    def groups(self, epoch: int, start: int = 0) -> Iterator[tuple[int, list[Batch]]]:
+        """The micro-batch groups of `epoch` from batch `start`, one per optimizer update: every
+        `accumulate` batches, and a short last group. Yields (batches done after it, the group)."""
+        k, last = self.settings.accumulate, self.batches_per_epoch - 1
+        group: list[Batch] = []
+        fetched = time.perf_counter()
+        for i, batch in enumerate(self.train_loader.epoch(epoch, start=start), start=start):
+            self.data_time += time.perf_counter() - fetched  # time spent waiting for the batch
+            group.append(batch)
+            if (i + 1) % k == 0 or i == last:
+                yield i + 1, group
+                group = []
+            fetched = time.perf_counter()  # the update's own time is not waiting for data
 
     def _stop_requested(self) -> bool:
         if self.world > 1 and distributed.any_rank(self.interrupted is not None, self.device):
