@@ -264,16 +264,20 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def _confusion_matrix(self, trainer: Trainer) -> None:
-        """The validation's confusion matrix as an image (rows true, columns predicted), counted by
-        the validation itself: no extra pass over the data."""
+        """The validation's confusion matrix, counted by the validation itself (no extra pass over
+        the data): a heatmap image (rows true, columns predicted) and its counts as a table."""
         from nntrain import figures
 
         matrix = self.confusion.pop("val", {}).get("confusion")
         if matrix is None:
             return
-        labels = self.classes or [str(i) for i in range(len(matrix))]
-        fig = figures.confusion_matrix(matrix.tolist(), labels, title=f"validation, epoch {trainer.epoch}", dpi=72)
-        self.writer.add_image("val/confusion_matrix", figures.rgb(fig), trainer.step, dataformats="HWC")
+        counts = matrix.tolist()
+        labels = self.classes or [str(i) for i in range(len(counts))]
+        heatmap = figures.confusion_heatmap(counts)
+        self.writer.add_image("val/confusion_matrix", heatmap, trainer.step, dataformats="HWC")
+        table = figures.confusion_table(counts, labels)
+        if table:
+            self.writer.add_text("val/confusion_matrix", table, trainer.step)
 
     def _reconstructions(self, trainer: Trainer) -> None:
         """An image grid per epoch: validation inputs (top row) above their reconstructions."""

@@ -27,13 +27,14 @@ sufficient statistic of accuracy and every precision / recall / F1, so one (C, C
 the processes. torchmetrics' modular metrics each keep their own copy of the counts, check their
 inputs with host syncs per batch (`normalize_logits_if_needed` on the CPU, `validate_args`) and
 gather themselves at `compute`. The formulas are a few lines each and tests/test_eval_metrics.py
-checks them against scikit-learn (and ECE against torchmetrics). AUROC needs every sample's score
-and careful handling of ties: it is torchmetrics' (`multiclass_auroc`).
+checks them against scikit-learn (and ECE and PSNR against torchmetrics). AUROC keeps every sample's
+score and ranks them once at the end (the Mann-Whitney statistic, ties as scikit-learn counts them):
+importing torchmetrics for it would cost about two seconds of start-up (it loads scipy.signal and
+torchvision.models), more than the ranking of a test set.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -297,10 +298,15 @@ class CalibrationSums(Sums):
 
 
 class AurocSums(Sums):
-    """One-vs-rest AUROC per class (torchmetrics), averaged over the classes that occur: a class
-    without positive (or without negative) samples has no ROC curve. Keeps every sample's softmax
-    probabilities until the end (hence computed only when asked for); under torchrun
-    (`Context.sync`) they are gathered from every process then."""
+    """One-vs-rest AUROC per class, averaged over the classes that occur: a class without positive
+    (or without negative) samples has no ROC curve. Keeps every sample's softmax probabilities
+    until the end (hence computed only when asked for); under torchrun (`Context.sync`) they are
+    gathered from every process then.
+
+    The area under the ROC curve is the Mann-Whitney statistic: the chance that a random positive
+    scores above a random negative, ties counting one half. With average ranks r over all n
+    samples, AUROC = (sum of the positives' r - p (p + 1) / 2) / (p (n - p)) for p positives; it
+    equals the trapezoidal area scikit-learn's `roc_auc_score` computes, ties included."""
 
     def __init__(self, ctx: Context, device: torch.device):
         super().__init__(ctx, device)
@@ -315,26 +321,58 @@ class AurocSums(Sums):
         self.targets.append(target)
 
     def values(self) -> dict[str, torch.Tensor]:
-        from torchmetrics.functional.classification import multiclass_auroc
-
         k = self.ctx.num_classes
         probs = torch.cat(self.probs) if self.probs else torch.zeros(0, k, device=self.device)
         target = torch.cat(self.targets) if self.targets else torch.zeros(0, dtype=torch.long, device=self.device)
         if self.ctx.sync and torch.distributed.is_available() and torch.distributed.is_initialized():
-            from torchmetrics.utilities.distributed import gather_all_tensors
-
-            probs, target = torch.cat(gather_all_tensors(probs)), torch.cat(gather_all_tensors(target))
-        positives = torch.bincount(target, minlength=k)
-        defined = (positives > 0) & (positives < len(target))
-        with warnings.catch_warnings():  # "no positive samples" for a class that never occurs: left out below
-            warnings.simplefilter("ignore")
-            per_class = multiclass_auroc(probs, target, k, average=None, thresholds=None, validate_args=False)
-        self.per_class = torch.where(defined, per_class.double(), torch.nan)
-        chosen = self.per_class[defined]
+            probs, target = _gather_rows(probs), _gather_rows(target)
+        self.per_class = one_vs_rest_auroc(probs, target, k)
+        chosen = self.per_class[~self.per_class.isnan()]
         return {"auroc": chosen.mean() if len(chosen) else torch.tensor(torch.nan, device=self.device)}
 
     def detail(self) -> dict[str, torch.Tensor]:
         return {} if self.per_class is None else {"auroc": self.per_class.cpu()}
+
+
+RANK_BLOCK = 1 << 24  # entries of the (classes, samples) rank table `one_vs_rest_auroc` holds at once
+
+
+def one_vs_rest_auroc(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """AUROC of each class against the rest (float64, NaN for a class with no positive or no
+    negative sample), from (N, C) scores and (N,) class indices, by average ranks (`AurocSums`).
+    Classes are ranked a block at a time so the rank table stays under `RANK_BLOCK` entries."""
+    n = len(target)
+    out = torch.full((num_classes,), torch.nan, dtype=torch.float64, device=probs.device)
+    block = max(1, RANK_BLOCK // max(n, 1))
+    for first in range(0, num_classes, block):
+        scores = probs[:, first:first + block].T.contiguous()  # (classes of the block, N)
+        ordered = scores.sort(dim=1).values
+        below = torch.searchsorted(ordered, scores, side="left")  # samples scoring lower
+        up_to = torch.searchsorted(ordered, scores, side="right")  # lower or equal
+        ranks = (below + up_to + 1).double() / 2  # 1-based, ties share their mean rank
+        classes = torch.arange(first, first + len(scores), device=probs.device)
+        positive = target.unsqueeze(0) == classes.unsqueeze(1)
+        p = positive.sum(dim=1).double()
+        rank_sum = (ranks * positive).sum(dim=1)
+        out[first:first + len(scores)] = (rank_sum - p * (p + 1) / 2) / (p * (n - p))  # 0/0: NaN
+    return out
+
+
+def _gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` of every process concatenated along dim 0 (rank order); the processes may hold
+    different numbers of rows (padded to the longest for the collective, then cut back)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    size = torch.tensor([len(t)], device=t.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    padded = torch.zeros((max(counts), *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: len(t)] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])
 
 
 class R2Sums(Sums):

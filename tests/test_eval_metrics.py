@@ -8,6 +8,10 @@ predicted but never occurs; the batches have uneven sizes, as an evaluation's la
 from __future__ import annotations
 
 import math
+import socket
+import subprocess
+import sys
+import textwrap
 from types import SimpleNamespace
 
 import numpy as np
@@ -255,3 +259,62 @@ def test_evaluate_all_regression_and_reconstruction():
     data = _data("reconstruction", images, images)
     record, _ = evaluate_all(nn.Identity(), nn.MSELoss(), data, "test", cfg)
     assert record["test/mse"] == 0 and record["test/psnr"] == math.inf
+
+
+def test_auroc_with_tied_scores_matches_sklearn():
+    """Ties (scores rounded to one decimal) count one half, as the trapezoids of the ROC curve do."""
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 3, (400,), generator=gen)
+    probs = (torch.rand(400, 3, generator=gen) + 0.3 * torch.nn.functional.one_hot(y, 3)).round(decimals=1)
+    got = metrics.one_vs_rest_auroc(probs, y, 3)
+    for i in range(3):
+        assert got[i].item() == pytest.approx(sk.roc_auc_score((y == i).numpy(), probs[:, i].numpy()), abs=1e-12)
+    constant = metrics.one_vs_rest_auroc(torch.full((10, 2), 0.5), torch.tensor([0, 1] * 5), 2)
+    assert constant.tolist() == [0.5, 0.5]  # every pair tied
+
+
+def test_auroc_ranks_classes_in_blocks_with_the_same_result(monkeypatch):
+    """Many classes are ranked a block at a time (bounded memory); the result does not change."""
+    gen = torch.Generator().manual_seed(6)
+    y = torch.randint(0, 50, (300,), generator=gen)
+    probs = torch.rand(300, 50, generator=gen).softmax(1)
+    whole = metrics.one_vs_rest_auroc(probs, y, 50)
+    monkeypatch.setattr(metrics, "RANK_BLOCK", 7 * 300)  # 7 classes per block: 8 blocks, the last short
+    torch.testing.assert_close(metrics.one_vs_rest_auroc(probs, y, 50), whole, rtol=0, atol=0, equal_nan=True)
+    for i in range(50):
+        if (y == i).any():
+            assert whole[i].item() == pytest.approx(sk.roc_auc_score((y == i).numpy(), probs[:, i].numpy()), abs=1e-12)
+        else:
+            assert whole[i].isnan()
+
+
+def test_auroc_gathers_uneven_shards_across_processes(tmp_path):
+    """Under torchrun each process keeps its own samples (70 and 30 here); the AUROC of the gathered
+    scores is the one of the whole set."""
+    script = tmp_path / "gather.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+        from nntrain import metrics
+
+        def worker(rank):
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+            dist.init_process_group("gloo", rank=rank, world_size=2)
+            gen = torch.Generator().manual_seed(7)
+            y = torch.randint(0, 3, (100,), generator=gen)
+            logits = torch.randn(100, 3, generator=gen) + torch.nn.functional.one_hot(y, 3)
+            mine = slice(0, 70) if rank == 0 else slice(70, 100)
+            meter = metrics.Meter(metrics.Context("classification", num_classes=3, sync=True), torch.device("cpu"), ["auroc"])
+            meter.update(logits[mine], y[mine])
+            got = meter.compute("test")["test/auroc"]
+            whole = metrics.one_vs_rest_auroc(logits.softmax(1), y, 3).mean().item()
+            assert abs(got - whole) < 1e-12, (rank, got, whole)
+            dist.destroy_process_group()
+
+        if __name__ == "__main__":
+            mp.spawn(worker, nprocs=2)
+    """))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run([sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -129,6 +129,21 @@ def test_tensorboard_shows_the_confusion_matrix_each_validation(classification):
     assert "val/confusion_matrix" in events.Tags()["images"]
     (image,) = events.Images("val/confusion_matrix")  # one epoch, one validation
     assert image.width > 100 and image.height > 100
+    (text,) = events.Tensors("val/confusion_matrix/text_summary")  # the counts, by class name
+    table = text.tensor_proto.string_val[0].decode()
+    assert table.startswith("| true \\ predicted | 0 | 1 |") and len(table.splitlines()) == 2 + 10
+
+
+def test_confusion_heatmap_paints_each_cells_share():
+    """Rows true, columns predicted, each row's share from white (0) to dark blue (1)."""
+    from nntrain import figures
+
+    image = figures.confusion_heatmap([[3, 1], [0, 0]], size=80)  # 40-pixel cells and a grid
+    assert image.shape == (81, 81, 3) and image.dtype == np.uint8
+    assert image[20, 20].tolist() == [68, 99, 144]  # 3/4 of the way from (247, 251, 255) to (8, 48, 107)
+    assert image[20, 60].tolist() == [187, 200, 218]  # 1/4
+    assert image[60, 20].tolist() == image[60, 60].tolist() == [247, 251, 255]  # a class never seen: white
+    assert image[0, 10].tolist() == image[40, 10].tolist() == image[10, 80].tolist() == [190, 190, 190]  # the grid
 
 
 def test_report_command_on_another_split(classification, cli, tmp_path):
