@@ -186,5 +186,7 @@ def test_pyarrow_is_not_imported_before_a_csv_is_read():
 
 
 def test_block_size_grows_with_the_width():
-    assert csv_reader._block_size(10) == 4 << 20 and csv_reader._block_size(10_000) == 64 << 20
+    """About 1,000 rows a block, between 1 MiB (narrow tables: fewer bytes in flight) and 64 MiB."""
+    assert csv_reader._block_size(10) == 1 << 20 and csv_reader._block_size(785) == 785 * 8 * 1024
+    assert csv_reader._block_size(10_000) == 64 << 20
     assert read_csv  # the line-accurate reader stays the authority on messages

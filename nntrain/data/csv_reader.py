@@ -17,8 +17,10 @@ its parser is multithreaded (pandas' is not: on the 2 shared cores measured, the
 about the same time on the MNIST-layout table; with more cores pyarrow should pull ahead, not
 measured here); it takes explicit column types, so
 numbers go straight to float32 (no float64 DataFrame, no type inference, no consolidation
-copy) and its peak memory is the float32 table plus the output array, about half of pandas';
-and it imports in ~0.05 s where pandas takes ~0.3 s. numpy.loadtxt was 6x slower than both.
+copy); the table's blocks go back to the system as they are copied out (MIMALLOC_PURGE_DELAY in
+`_read_fast`), so the peak stays within about 3x the output array where pandas' is 5-9x; and it
+imports in ~0.05 s where pandas takes ~0.3 s. numpy.loadtxt was 6x slower than both. On a very
+wide table (10,000 columns) its parser is about 2x slower than pandas' (README "Measured numbers").
 pyarrow is imported inside `read_columns`, so `nntrain --help` never loads it.
 
 Numbers parsed by pyarrow are rounded to float32 once, directly from the text; the
@@ -32,6 +34,8 @@ import bz2
 import csv
 import gzip
 import lzma
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,8 +189,9 @@ def _has_quotes(path: Path) -> bool:
 
 def _block_size(n_fields: int) -> int:
     """pyarrow's block (the unit of parallel parsing): about 1,000 rows of ~8 bytes a field,
-    between 4 and 64 MiB. Wide tables need big blocks: each block makes one array per column."""
-    return int(min(max(n_fields * 8 * 1024, 4 << 20), 64 << 20))
+    between 1 and 64 MiB. Wide tables need big blocks: each block makes one array per column;
+    narrow ones small: the blocks in flight are most of the memory a read needs beyond its table."""
+    return int(min(max(n_fields * 8 * 1024, 1 << 20), 64 << 20))
 
 
 def _read_fast(
@@ -194,9 +199,14 @@ def _read_fast(
     drop_labels: Sequence[str],
 ) -> CsvColumns | None:
     """`read_columns` by pyarrow, or None if the file is one the fast path does not vouch for."""
+    if "pyarrow" not in sys.modules:
+        # pyarrow allocates with mimalloc, which by default keeps freed memory for reuse: the
+        # table's blocks, freed one by one below as they are copied out, would stay resident
+        # beside the output (1,000,000 x 10 floats peaked at 5.2x the output's size). Purged at
+        # once, they make room for it (3.0x). Read when pyarrow loads; a value set by the user stays.
+        os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     try:
         import pyarrow as pa
-        import pyarrow.compute as pacompute
         import pyarrow.csv as pacsv
     except ImportError:  # pragma: no cover - pyarrow is a dependency; without it, read slowly
         return None
@@ -236,6 +246,8 @@ def _read_fast(
     keep = None  # the rows left after drop_labels (None: all)
     labels = None
     if label is not None:
+        import pyarrow.compute as pacompute  # labels only: its import costs ~0.05 s
+
         labels, keep = _labels(pacompute, table.column(names[label[0]]), label[1], path, drop_labels)
         if labels is None:
             return None  # an empty or fractional label: the line-accurate reader names its line
