@@ -18,7 +18,10 @@ nntrain runs twice: as configured by default (it also writes the HTML report of 
 
 The sides alternate (hand, nntrain, nntrain without report, hand, ...) after one warm-up round, so
 load from other processes hits all alike; the table gives medians and the ratio to the plain
-script. `--threads` sets OMP_NUM_THREADS in every child (default: torch's choice).
+script, and the CPU time of each whole process (user + system, all its threads: steadier than wall
+time on a shared machine). Python's bytecode cache is on in the children (PYTHONDONTWRITEBYTECODE
+is dropped): nntrain's modules are compiled once, by the warm-up, as after any install.
+`--threads` sets OMP_NUM_THREADS in every child (default: torch's choice).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -144,15 +148,18 @@ NNTRAIN = textwrap.dedent("""
 """)
 
 
-def run_once(argv: list[str], mark: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(seconds to the first update, seconds of the whole process) of one child."""
+def run_once(argv: list[str], mark: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """(seconds to the first update, seconds of the whole process, its CPU seconds) of one child."""
     mark.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     total = time.time() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{argv[:3]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return float(mark.read_text()) - start, total
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return float(mark.read_text()) - start, total, cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the checkout, even without an installed package
     env.pop("NNTRAIN_SHARED_DATA", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the warm-up writes nntrain's .pyc, as any install has
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory(prefix="nntrain-bench-startup-") as tmp:
@@ -180,22 +188,27 @@ def main(argv: list[str] | None = None) -> None:
         }
         first: dict[str, list[float]] = {name: [] for name in sides}
         whole: dict[str, list[float]] = {name: [] for name in sides}
+        cpu: dict[str, list[float]] = {name: [] for name in sides}
         for round_ in range(args.runs + 1):
             for name, command in sides.items():
                 (folder / "hand").mkdir(exist_ok=True)
-                to_first, total = run_once(command, mark, env)
-                if round_ > 0:  # the first round warms the file cache
+                to_first, total, seconds = run_once(command, mark, env)
+                if round_ > 0:  # the first round warms the file cache and writes the .pyc
                     first[name].append(to_first)
                     whole[name].append(total)
+                    cpu[name].append(seconds)
 
     med = statistics.median
     hand_first, hand_whole = med(first["plain script"]), med(whole["plain script"])
     print(f"python {sys.version.split()[0]}, {args.runs} rounds, medians, OMP_NUM_THREADS={args.threads or 'unset'}")
-    print(f"{'side':<24}{'to first step (s)':>18}{'ratio':>8}{'whole process (s)':>19}{'ratio':>8}{'  extra (s)':>12}")
+    hand_cpu = med(cpu["plain script"])
+    print("| side | to first step (s) | ratio | whole process (s) | ratio | extra (s) | CPU (s) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in sides:
-        f, w = med(first[name]), med(whole[name])
-        print(f"{name:<24}{f:>18.2f}{f / hand_first:>8.2f}{w:>19.2f}{w / hand_whole:>8.2f}{w - hand_whole:>12.2f}")
-    print(json.dumps({"first_step": first, "whole": whole}))
+        f, w, c = med(first[name]), med(whole[name]), med(cpu[name])
+        print(f"| {name} | {f:.2f} | {f / hand_first:.2f} | {w:.2f} | {w / hand_whole:.2f} | {w - hand_whole:+.2f} "
+              f"| {c:.2f} | {c / hand_cpu:.2f} |")
+    print(json.dumps({"first_step": first, "whole": whole, "cpu": cpu}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ A leaf module: it takes plain arrays and lists, and draws with matplotlib's obje
 (`Figure` + the Agg canvas: no pyplot state, no display), imported when a figure is drawn.
 `png(fig)` gives the PNG bytes, `rgb(fig)` an (H, W, 3) uint8 array. The per-validation heatmap
 is painted with numpy instead: importing matplotlib and drawing a labelled figure cost 0.7 s the
-first time and 0.2 s each validation after, a fifth of an MLP's epoch on MNIST.
+first time and 0.2 s each validation after, a third of an MLP epoch on MNIST.
 """
 
 from __future__ import annotations
