@@ -12,10 +12,12 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -328,12 +330,25 @@ def test_a_lock_of_another_host_is_not_taken_over(tmp_path):
 def test_two_processes_resuming_one_run_at_once(tmp_path, trained):
     run = tmp_path / "runs" / "test_run" / "copy"
     shutil.copytree(trained, run)
-    config = _write(tmp_path, {**_raw(tmp_path), "train": {**_raw(tmp_path)["train"], "epochs": 3}})
+    # Enough epochs that the first to take the lock still trains when the other asks for it (a
+    # short run could finish, and release the lock, before the other process has started).
+    config = _write(tmp_path, {**_raw(tmp_path), "train": {**_raw(tmp_path)["train"], "epochs": 100_000}})
     cmd = [sys.executable, "-m", "nntrain", "fit", str(config), "--resume", str(run), "--allow-config-change"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-    assert sorted(code for code, _ in results) == [0, 2], results
-    assert "is in use by process" in next(err for code, err in results if code == 2)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 300
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (refused,) = [p for p in procs if p.poll() is not None]  # the other one trains on
+        assert refused.returncode == 2, refused.stderr.read()
+        assert "is in use by process" in refused.stderr.read()
+        (holder,) = [p for p in procs if p is not refused]
+        holder.send_signal(signal.SIGINT)  # it saves last.pt and stops
+        assert holder.wait(timeout=120) == 130, holder.stderr.read()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # one writer: the steps never go back
 

@@ -20,7 +20,7 @@ numbers go straight to float32 (no float64 DataFrame, no type inference, no cons
 copy); the table's blocks go back to the system as they are copied out (MIMALLOC_PURGE_DELAY in
 `_read_fast`), so the peak stays within about 3x the output array where pandas' is 5-9x; and it
 imports in ~0.05 s where pandas takes ~0.3 s. numpy.loadtxt was 6x slower than both. On a very
-wide table (10,000 columns) its parser is about 2x slower than pandas' (README "Measured numbers").
+wide table (10,000 columns) it took a third longer than pandas (README "Measured numbers").
 pyarrow is imported inside `read_columns`, so `nntrain --help` never loads it.
 
 Numbers parsed by pyarrow are rounded to float32 once, directly from the text; the
@@ -203,7 +203,7 @@ def _read_fast(
         # pyarrow allocates with mimalloc, which by default keeps freed memory for reuse: the
         # table's blocks, freed one by one below as they are copied out, would stay resident
         # beside the output (1,000,000 x 10 floats peaked at 5.2x the output's size). Purged at
-        # once, they make room for it (3.0x). Read when pyarrow loads; a value set by the user stays.
+        # once, they make room for it (2.8x). Read when pyarrow loads; a value set by the user stays.
         os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     try:
         import pyarrow as pa

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nntrain.callbacks import Callback, improved
 from nntrain.config import Config, Key, SweepConfig, SweepParam
 from nntrain.config_file import Source, apply_overrides, read_yaml, set_key
-from nntrain.errors import ConfigError, Interrupted, RunError
+from nntrain.errors import ConfigError, RunError
 from nntrain.metrics import monitor_mode
 from nntrain.validate import validate
 
@@ -292,9 +292,6 @@ def run_trial(plan: Plan, trial: optuna.Trial, sweep_dir: Path, console: Any = N
         )
     except RunError as exc:
         raise _fail(trial, exc) from None
-    except (Interrupted, KeyboardInterrupt):
-        trial.set_user_attr("interrupted", trial.number)  # cut short by a signal: --resume runs it again
-        raise
     trial.set_user_attr("epochs", summary["epochs"])
     if summary.get("test"):  # the best checkpoint on the test split (train.test_at_end)
         trial.set_user_attr("test", summary["test"])

@@ -10,13 +10,18 @@ failed so that a resume runs it again) and is killed outright if it has not stop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from nntrain.errors import Interrupted
 
 PARENT_ENV = "NNTRAIN_SWEEP_PARENT"  # set by the parent for its --worker processes: its pid
 KILL_AFTER_S = 20.0  # an orphaned worker that did not stop on SIGTERM is killed this long after
@@ -93,6 +98,60 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
     threading.Thread(target=watch, name="nntrain-parent-watch", daemon=True).start()
+
+
+class StopGate:
+    """SIGINT and SIGTERM in a process that runs trials: raised where the trial can take it.
+
+    A signal's default (SIGTERM ends the process on the spot; SIGINT raises KeyboardInterrupt
+    anywhere) could land while optuna records a trial's end in the storage: the trial stays
+    RUNNING, or optuna itself fails ("Should not reach"). Here a signal raises Interrupted only
+    inside a trial's objective (`trial_may_stop`; optuna then fails the trial, and it is marked to
+    be run again); elsewhere it is remembered and raised at the next `check`, between trials.
+    `fit` takes both signals over while it trains (finish the update, save last.pt) and gives them
+    back after.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._in_trial = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The gate handles SIGINT and SIGTERM in this block (main thread only: signals reach it alone)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.signum, self._in_trial = None, False
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def trial_may_stop(self) -> Iterator[None]:
+        """A trial's objective: a signal (now, or one that came before) raises here."""
+        self.check()
+        self._in_trial = True
+        try:
+            yield
+        finally:
+            self._in_trial = False
+
+    def check(self) -> None:
+        """Raises Interrupted if a signal came."""
+        if self.signum is not None:
+            raise Interrupted(f"{signal.Signals(self.signum).name}: sweep stopped", self.signum, "")
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if self._in_trial:
+            self.check()
+
+
+STOP = StopGate()  # signals are the process's: one gate per process
 
 
 def read_pids(path: Path) -> list[int]:

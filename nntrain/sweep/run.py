@@ -135,9 +135,17 @@ def run_sweep(
     Raises:
         Interrupted: a signal stopped the sweep; `--resume` runs the trial it cut short again.
     """
+    with procs.STOP.installed():
+        return _run_sweep(config, list(overrides), resume, storage, study_name, workers, worker, console)
+
+
+def _run_sweep(
+    config: str | Path, overrides: list[str], resume: Path | None, storage: str | None, study_name: str | None,
+    workers: int, worker: int | None, console: Any,
+) -> dict[str, Any] | None:
     if worker is not None:
         procs.die_with_parent()  # first: a worker must not outlive the sweep, even while it starts
-    plan = load_plan(config, list(overrides))
+    plan = load_plan(config, overrides)
     place = _place(plan, resume, storage, study_name)
     if worker is not None:  # a process of --workers N: trials only
         if workers > 1:  # the cores are shared; the count is recorded in each trial's config
@@ -246,17 +254,13 @@ def _run_workers(plan: Plan, place: SweepPlace, workers: int, lock: Path) -> Non
             if p.poll() is None:
                 p.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for p in children:
-            while True:
-                try:
-                    p.wait()
-                    break
-                except KeyboardInterrupt:
-                    forward(signal.SIGINT)
+            p.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
     codes = [p.returncode for p in children]
     if received is not None or any(c in (130, 143) for c in codes):
         signum = received or signal.SIGINT

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from nntrain.errors import ConfigError, DataError, RunError
+from nntrain.errors import ConfigError, DataError, Interrupted, RunError
 from nntrain.sweep import procs
 from nntrain.sweep.plan import Plan, TrialFailed, format_value, run_trial
 
@@ -422,7 +422,12 @@ def work(plan: Plan, study: Any, sweep_dir: Path, console: Any = None) -> None:
     import optuna
 
     def objective(trial: Any) -> float:
-        return run_trial(plan, trial, sweep_dir, console)
+        try:
+            with procs.STOP.trial_may_stop():
+                return run_trial(plan, trial, sweep_dir, console)
+        except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("interrupted", trial.number)  # cut short by a signal: --resume runs it again
+            raise
 
     def report(study: Any, trial: Any) -> None:
         if console is not None:
@@ -431,6 +436,7 @@ def work(plan: Plan, study: Any, sweep_dir: Path, console: Any = None) -> None:
     poll = 1.0  # seconds between looks at the trials that other processes run
     said = False
     while True:
+        procs.STOP.check()  # a signal between trials
         fail_lost_trials(study)
         done, running = count_trials(study)
         if done >= plan.trials:
