@@ -101,17 +101,6 @@ def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
     assert "rank 1 exploded" in result.stderr
 
 
-def test_resume_under_ddp(tmp_path):
-    config = _write(tmp_path)
-    assert _nntrain("fit", str(config), "--nproc", "2").returncode == 0
-    run_dir = next((tmp_path / "runs" / "ddp").iterdir())
-    result = _nntrain("fit", str(config), "--nproc", "2", "--set", "train.epochs=2",
-                      "--resume", str(run_dir), "--allow-config-change")
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["epoch"] == 2 and state["step"] == 108
-
-
 # Every scheduler with warmup: extra arguments each needs, and a warmup of one epoch.
 SCHEDULES = {
     "step": {"step_size": 1, "gamma": 0.5},

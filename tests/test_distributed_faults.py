@@ -142,8 +142,9 @@ def _step_losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_resume_under_ddp_logs_the_losses_of_the_straight_run(tmp_path):
-    """The interval loss sums are saved per rank, so the first logged loss after a resume (its
-    interval straddles the interruption) equals the uninterrupted run's."""
+    """Resume under torchrun: the run ends where the uninterrupted one does, and as the interval
+    loss sums are saved per rank, the first logged loss after the resume (its interval straddles
+    the interruption) equals the uninterrupted run's."""
     straight = _config(tmp_path / "a", train={"epochs": 1})
     result = subprocess.run([sys.executable, "-m", "nntrain", "fit", str(straight), "--nproc", "2"],
                             capture_output=True, text=True, timeout=300)
@@ -160,6 +161,9 @@ def test_resume_under_ddp_logs_the_losses_of_the_straight_run(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight_state = load_checkpoint(next((tmp_path / "a" / "runs" / "job").iterdir()) / "checkpoints" / "last.pt")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step"]) == (straight_state["epoch"], straight_state["step"]) == (1, 135)
     got = _step_losses(run_dir)
     assert got.keys() == expected.keys()
     assert got[25] == pytest.approx(expected[25], rel=1e-5)  # the interval of updates 21-25
