@@ -271,7 +271,7 @@ class TensorBoardLogger(Callback):
         matrix = self.confusion.pop("val", {}).get("confusion")
         if matrix is None:
             return
-        counts = matrix.tolist()
+        counts = matrix.cpu().numpy()
         labels = self.classes or [str(i) for i in range(len(counts))]
         heatmap = figures.confusion_heatmap(counts)
         self.writer.add_image("val/confusion_matrix", heatmap, trainer.step, dataformats="HWC")

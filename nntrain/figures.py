@@ -94,16 +94,23 @@ def confusion_matrix(
 _LIGHT, _DARK = np.array([247, 251, 255], dtype=np.float64), np.array([8, 48, 107], dtype=np.float64)
 
 
-def confusion_heatmap(counts: Sequence[Sequence[int]], size: int = 320) -> np.ndarray:
+def confusion_heatmap(counts: Sequence[Sequence[int]] | np.ndarray, size: int = 320) -> np.ndarray:
     """The row-normalized confusion matrix as an (H, W, 3) uint8 image (rows true, columns
     predicted; white 0 to dark blue 1, as the report's figure), one square per cell with a 1-pixel
-    grey grid, about `size` pixels a side. Painted with numpy: no matplotlib, ~1 ms (TensorBoard
-    shows one after every validation; `confusion_table` gives the counts by class name)."""
+    grey grid, at most about `size` pixels a side: beyond `size` classes, each pixel is the mean
+    share of a square of cells. Painted with numpy: no matplotlib, ~1 ms (TensorBoard shows one
+    after every validation; `confusion_table` gives the counts by class name)."""
     matrix = np.asarray(counts, dtype=np.float64)
     k = len(matrix)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    cell = int(min(max(size // max(k, 1), 2), 48))
-    colors = _LIGHT + share[..., None] * (_DARK - _LIGHT)  # (k, k, 3)
+    if k > size:  # many classes: average squares of f x f cells into one pixel
+        f = -(-k // size)
+        padded = np.zeros((-(-k // f) * f,) * 2)
+        padded[:k, :k] = share
+        m = len(padded) // f
+        share = padded.reshape(m, f, m, f).mean(axis=(1, 3))
+    cell = int(min(max(size // max(len(share), 1), 1), 48))
+    colors = (_LIGHT + share[..., None] * (_DARK - _LIGHT)).astype(np.float32)  # (k, k, 3)
     image = np.repeat(np.repeat(colors, cell, axis=0), cell, axis=1)
     if cell >= 6:  # a grid where cells are big enough to tell apart
         image[::cell, :] = image[:, ::cell] = 190
@@ -111,7 +118,7 @@ def confusion_heatmap(counts: Sequence[Sequence[int]], size: int = 320) -> np.nd
     return np.rint(image).astype(np.uint8)
 
 
-def confusion_table(counts: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
+def confusion_table(counts: Sequence[Sequence[int]] | np.ndarray, labels: Sequence[str]) -> str:
     """The confusion matrix's counts as a Markdown table (rows true, columns predicted), for
     TensorBoard's text tab; empty beyond ANNOTATED classes (the heatmap alone then)."""
     if len(counts) > ANNOTATED:

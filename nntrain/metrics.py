@@ -334,13 +334,14 @@ class AurocSums(Sums):
         return {} if self.per_class is None else {"auroc": self.per_class.cpu()}
 
 
-RANK_BLOCK = 1 << 24  # entries of the (classes, samples) rank table `one_vs_rest_auroc` holds at once
+RANK_BLOCK = 1 << 22  # (class, sample) entries `one_vs_rest_auroc` ranks at once (~70 bytes each)
 
 
 def one_vs_rest_auroc(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """AUROC of each class against the rest (float64, NaN for a class with no positive or no
-    negative sample), from (N, C) scores and (N,) class indices, by average ranks (`AurocSums`).
-    Classes are ranked a block at a time so the rank table stays under `RANK_BLOCK` entries."""
+    """AUROC of each class against the rest (float64), from (N, C) scores and (N,) class indices,
+    by average ranks (`AurocSums`). NaN for a class with no positive or no negative sample, or
+    with a score that is not finite (a diverged model: its ranks mean nothing). Classes are ranked
+    a block at a time: about max(RANK_BLOCK, N) entries at once."""
     n = len(target)
     out = torch.full((num_classes,), torch.nan, dtype=torch.float64, device=probs.device)
     block = max(1, RANK_BLOCK // max(n, 1))
@@ -354,7 +355,9 @@ def one_vs_rest_auroc(probs: torch.Tensor, target: torch.Tensor, num_classes: in
         positive = target.unsqueeze(0) == classes.unsqueeze(1)
         p = positive.sum(dim=1).double()
         rank_sum = (ranks * positive).sum(dim=1)
-        out[first:first + len(scores)] = (rank_sum - p * (p + 1) / 2) / (p * (n - p))  # 0/0: NaN
+        auc = (rank_sum - p * (p + 1) / 2) / (p * (n - p)).clamp_min(1)
+        defined = (p > 0) & (p < n) & torch.isfinite(scores).all(dim=1)
+        out[first:first + len(scores)] = torch.where(defined, auc, torch.nan)
     return out
 
 

@@ -318,3 +318,17 @@ def test_auroc_gathers_uneven_shards_across_processes(tmp_path):
         port = s.getsockname()[1]
     result = subprocess.run([sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_auroc_of_a_class_with_a_non_finite_score_is_undefined():
+    """A diverged model's NaN scores rank nowhere: that class has no AUROC (not 1.25 or inf); the
+    other classes keep theirs, and the mean is over them."""
+    gen = torch.Generator().manual_seed(8)
+    y = torch.randint(0, 3, (60,), generator=gen)
+    probs = torch.rand(60, 3, generator=gen)
+    clean = metrics.one_vs_rest_auroc(probs, y, 3)
+    probs[5, 1] = torch.nan
+    got = metrics.one_vs_rest_auroc(probs, y, 3)
+    assert got[1].isnan() and got[0] == clean[0] and got[2] == clean[2]
+    every = metrics.one_vs_rest_auroc(torch.tensor([[0.2, 0.8], [torch.nan, 0.5]]), torch.tensor([0, 0]), 2)
+    assert every.isnan().all()  # class 0 has every sample, class 1 none: neither has a curve

@@ -146,6 +146,16 @@ def test_confusion_heatmap_paints_each_cells_share():
     assert image[0, 10].tolist() == image[40, 10].tolist() == image[10, 80].tolist() == [190, 190, 190]  # the grid
 
 
+def test_confusion_heatmap_of_many_classes_stays_small():
+    """Beyond `size` classes each pixel averages a square of cells: 1,000 classes, 250 pixels."""
+    from nntrain import figures
+
+    image = figures.confusion_heatmap(np.eye(1000, dtype=np.int64) * 7, size=320)
+    assert image.shape == (250, 250, 3)
+    assert image[100, 100].tolist() == [187, 200, 218]  # 4 of the 16 cells averaged: a share of 1/4
+    assert image[100, 200].tolist() == [247, 251, 255]
+
+
 def test_report_command_on_another_split(classification, cli, tmp_path):
     best = classification["dir"] / "checkpoints" / "best.pt"
     out = tmp_path / "val-report"

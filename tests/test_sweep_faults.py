@@ -296,3 +296,59 @@ def test_a_bad_heartbeat_setting_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setenv(HEARTBEAT_ENV, "5,2")
     with pytest.raises(ConfigError, match=rf"\${HEARTBEAT_ENV}='5,2': .* greater than the interval"):
         run_sweep(write_sweep(tmp_path, trials=1))
+
+
+# ---------------------------------------------------------------- signals outside training (procs.StopGate)
+
+
+def test_a_signal_between_trials_is_raised_at_the_next_check_not_where_it_lands():
+    """Outside a trial the gate only remembers the signal (optuna may be recording a trial); the
+    next check raises it, and leaving the gate it is Interrupted with the signal's exit code."""
+    from nntrain.errors import Interrupted
+
+    gate = procs.StopGate()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped:
+        with gate.installed():
+            os.kill(os.getpid(), signal.SIGTERM)  # lands here, in "optuna's" code: nothing raised
+            landed = True
+            gate.check()
+    assert landed and stopped.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == before  # the gate is gone with its block
+
+
+def test_a_signal_inside_a_trial_is_raised_past_except_exception():
+    """Inside a trial it raises at once, as a KeyboardInterrupt (optuna fails the trial with it) that
+    a trial's `except Exception` cannot swallow; a signal that came just before the trial raises
+    as the trial starts."""
+    from nntrain.errors import Interrupted
+
+    gate = procs.StopGate()
+    with pytest.raises(Interrupted) as stopped:
+        with gate.installed():
+            with gate.trial_may_stop():
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # the handler runs before this returns
+                    pytest.fail("the signal was not raised inside the trial")
+                except Exception:  # noqa: BLE001 - what trial code might do
+                    pytest.fail("an `except Exception` caught the stop")
+    assert stopped.value.exit_code == 130
+
+    with pytest.raises(Interrupted):
+        with gate.installed():
+            os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(procs.SignalStop):
+                with gate.trial_may_stop():
+                    pytest.fail("a trial started after the signal")
+
+
+def test_a_signal_during_the_last_trials_bookkeeping_still_stops_the_sweep():
+    """A signal that comes after the last check (the last trial being recorded) is not lost: the
+    gate raises it when its block ends."""
+    from nntrain.errors import Interrupted
+
+    gate = procs.StopGate()
+    with pytest.raises(Interrupted):
+        with gate.installed():
+            os.kill(os.getpid(), signal.SIGINT)

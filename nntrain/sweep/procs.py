@@ -100,16 +100,26 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, name="nntrain-parent-watch", daemon=True).start()
 
 
+class SignalStop(KeyboardInterrupt):
+    """Raised by `StopGate` inside a trial for SIGINT or SIGTERM (`signum`). A KeyboardInterrupt, so
+    that no `except Exception` of the trial's code swallows it and optuna fails the trial with it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StopGate:
-    """SIGINT and SIGTERM in a process that runs trials: raised where the trial can take it.
+    """SIGINT and SIGTERM while a process runs trials (`nntrain/sweep/study.py: work`): raised
+    where a trial can take it.
 
     A signal's default (SIGTERM ends the process on the spot; SIGINT raises KeyboardInterrupt
     anywhere) could land while optuna records a trial's end in the storage: the trial stays
-    RUNNING, or optuna itself fails ("Should not reach"). Here a signal raises Interrupted only
+    RUNNING, or optuna itself fails ("Should not reach"). Here a signal raises `SignalStop` only
     inside a trial's objective (`trial_may_stop`; optuna then fails the trial, and it is marked to
-    be run again); elsewhere it is remembered and raised at the next `check`, between trials.
-    `fit` takes both signals over while it trains (finish the update, save last.pt) and gives them
-    back after.
+    be run again); elsewhere it is remembered and raised at the next `check`, between trials, or
+    when the block ends. Leaving `installed`, a stop is `Interrupted` (exit 130 / 143). `fit`
+    takes both signals over while it trains (finish the update, save last.pt) and gives them back.
     """
 
     def __init__(self) -> None:
@@ -118,7 +128,8 @@ class StopGate:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """The gate handles SIGINT and SIGTERM in this block (main thread only: signals reach it alone)."""
+        """The gate handles SIGINT and SIGTERM in this block (main thread only: signals reach it
+        alone). Raises Interrupted if a signal stopped it, or came and was not raised yet."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -126,24 +137,27 @@ class StopGate:
         previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
+            self.check()
+        except SignalStop as exc:
+            raise Interrupted(f"{signal.Signals(exc.signum).name}: sweep stopped", exc.signum, "") from None
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
 
     @contextlib.contextmanager
     def trial_may_stop(self) -> Iterator[None]:
-        """A trial's objective: a signal (now, or one that came before) raises here."""
-        self.check()
-        self._in_trial = True
+        """A trial's objective: a signal (now, or one that came before) raises SignalStop here."""
+        self._in_trial = True  # first: a signal between the two lines is raised by the check below
         try:
+            self.check()
             yield
         finally:
             self._in_trial = False
 
     def check(self) -> None:
-        """Raises Interrupted if a signal came."""
+        """Raises SignalStop if a signal came."""
         if self.signum is not None:
-            raise Interrupted(f"{signal.Signals(self.signum).name}: sweep stopped", self.signum, "")
+            raise SignalStop(self.signum)
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.signum = signum

@@ -135,17 +135,9 @@ def run_sweep(
     Raises:
         Interrupted: a signal stopped the sweep; `--resume` runs the trial it cut short again.
     """
-    with procs.STOP.installed():
-        return _run_sweep(config, list(overrides), resume, storage, study_name, workers, worker, console)
-
-
-def _run_sweep(
-    config: str | Path, overrides: list[str], resume: Path | None, storage: str | None, study_name: str | None,
-    workers: int, worker: int | None, console: Any,
-) -> dict[str, Any] | None:
     if worker is not None:
         procs.die_with_parent()  # first: a worker must not outlive the sweep, even while it starts
-    plan = load_plan(config, overrides)
+    plan = load_plan(config, list(overrides))
     place = _place(plan, resume, storage, study_name)
     if worker is not None:  # a process of --workers N: trials only
         if workers > 1:  # the cores are shared; the count is recorded in each trial's config
@@ -241,21 +233,27 @@ def _run_workers(plan: Plan, place: SweepPlace, workers: int, lock: Path) -> Non
     for text in plan.overrides:
         base += ["--set", text]
     base += ["--resume", str(place.sweep_dir), "--study", place.study, "--workers", str(workers)]
-    children = [
-        subprocess.Popen([*base, "--worker", str(i)], env=env, start_new_session=True) for i in range(workers)
-    ]
-    procs.write_pids(lock, [os.getpid(), *(p.pid for p in children)])  # what --resume waits for
+    children: list[subprocess.Popen] = []
     received: int | None = None
+    reached = 0  # how many of `children` the last signal was passed to
 
     def forward(signum: int, frame: Any = None) -> None:
-        nonlocal received
-        received = signum
+        nonlocal received, reached
+        received, reached = signum, len(children)
         for p in children:
             if p.poll() is None:
                 p.send_signal(signum)
 
+    # Installed before the first worker starts: a signal meanwhile reaches every worker (below).
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for i in range(workers):
+            if received is not None:
+                break  # stopped while starting: no more workers
+            children.append(subprocess.Popen([*base, "--worker", str(i)], env=env, start_new_session=True))
+        procs.write_pids(lock, [os.getpid(), *(p.pid for p in children)])  # what --resume waits for
+        for p in children[reached:] if received is not None else ():
+            p.send_signal(received)  # started just after the signal came
         for p in children:
             p.wait()
     finally:

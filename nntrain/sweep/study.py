@@ -418,6 +418,9 @@ def work(plan: Plan, study: Any, sweep_dir: Path, console: Any = None) -> None:
 
     While the trials left are running in other processes it waits for them: each either finishes
     or is lost (its process dead, its heartbeat expired) and is then run again here.
+
+    Raises:
+        Interrupted: SIGINT or SIGTERM stopped it; a trial it cut short is marked to be run again.
     """
     import optuna
 
@@ -433,33 +436,35 @@ def work(plan: Plan, study: Any, sweep_dir: Path, console: Any = None) -> None:
         if console is not None:
             console.print(_trial_line(plan, trial), highlight=False, markup=False)
 
-    poll = 1.0  # seconds between looks at the trials that other processes run
-    said = False
-    while True:
-        procs.STOP.check()  # a signal between trials
-        fail_lost_trials(study)
-        done, running = count_trials(study)
-        if done >= plan.trials:
-            return
-        if done + running >= plan.trials:
-            if console is not None and not said:
-                console.print(
-                    f"waiting for {running} trial(s) running in other processes (run here again if they are lost)",
-                    highlight=False,
-                )
-                said = True
-            time.sleep(poll)
-            continue
+    # A signal is raised inside a trial or between trials, never while optuna records one (procs.StopGate).
+    with procs.STOP.installed():
+        poll = 1.0  # seconds between looks at the trials that other processes run
         said = False
-        try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[report])
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
-            # This process stalled past the grace period (suspended, say) and another failed its trial.
-            if isinstance(exc, ValueError) and not str(exc).startswith("Cannot tell a"):
-                raise
-            if console is not None:
-                console.print(f"a trial of this process was declared lost meanwhile; its result is dropped ({exc})",
-                              highlight=False, markup=False)
+        while True:
+            procs.STOP.check()  # a signal between trials
+            fail_lost_trials(study)
+            done, running = count_trials(study)
+            if done >= plan.trials:
+                return
+            if done + running >= plan.trials:
+                if console is not None and not said:
+                    console.print(
+                        f"waiting for {running} trial(s) running in other processes (run here again if they are lost)",
+                        highlight=False,
+                    )
+                    said = True
+                time.sleep(poll)
+                continue
+            said = False
+            try:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[report])
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+                # This process stalled past the grace period (suspended, say) and another failed its trial.
+                if isinstance(exc, ValueError) and not str(exc).startswith("Cannot tell a"):
+                    raise
+                if console is not None:
+                    console.print(f"a trial of this process was declared lost meanwhile; its result is dropped ({exc})",
+                                  highlight=False, markup=False)
 
 
 def _trial_line(plan: Plan, t: Any) -> str:
