@@ -89,7 +89,7 @@ def test_two_sweeps_share_a_study_on_a_fresh_database(tmp_path, postgres_url):  
 def test_a_sweep_killed_mid_trial_loses_no_trial(tmp_path, postgres_url):  # noqa: F811
     """kill -9 of one of two sweeps mid-trial: its trial is failed and run again (by the survivor or
     by --resume), until every requested trial completed; none is left RUNNING."""
-    path = write_sweep(tmp_path, trials=6, epochs=4)
+    path = write_sweep(tmp_path, trials=6, epochs=20)  # trials of ~1 s: the victim is seen in one
     env = _env(NNTRAIN_SWEEP_STORAGE=postgres_url, **{HEARTBEAT_ENV: "1,3"})
     logs = [(tmp_path / f"sweep{i}.log").open("w") for i in range(2)]
     victim, survivor = (subprocess.Popen(nntrain_cmd("sweep", path), stdout=log, stderr=subprocess.STDOUT,
