@@ -98,7 +98,7 @@ def confusion_heatmap(counts: Sequence[Sequence[int]] | np.ndarray, size: int = 
     """The row-normalized confusion matrix as an (H, W, 3) uint8 image (rows true, columns
     predicted; white 0 to dark blue 1, as the report's figure), one square per cell with a 1-pixel
     grey grid, at most about `size` pixels a side: beyond `size` classes, each pixel is the mean
-    share of a square of cells. Painted with numpy: no matplotlib, ~1 ms (TensorBoard shows one
+    share of a square of cells. Painted with numpy: no matplotlib, a few ms (TensorBoard shows one
     after every validation; `confusion_table` gives the counts by class name)."""
     matrix = np.asarray(counts, dtype=np.float64)
     k = len(matrix)
