@@ -38,8 +38,3 @@ def evaluate_checkpoint(
     record = {"checkpoint": str(path), "split": split, "epoch": ckpt["epoch"], "step": ckpt["step"], **measured}
     write_json(out_path, record)
     return record, out_path
-
-
-def scalar_metrics(record: dict[str, Any], split: str) -> dict[str, float]:
-    """The `<split>/<metric>` entries of a record, in order."""
-    return {k: v for k, v in record.items() if k.startswith(f"{split}/")}
